@@ -1,0 +1,111 @@
+"""JAX: jax.numpy (array-API compliant), jax.value_and_grad, jax.jit, jax.random keys.
+
+64-bit types are enabled so float64 means float64 (as on every other backend); puffer's own
+code always names float32 where it wants it, and Python scalars stay weakly typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from puffer.backends.base import Array, Backend, check_grad_inputs, check_scalar_loss
+from puffer.errors import GradientError
+
+jax.config.update("jax_enable_x64", True)
+
+
+class JaxBackend(Backend):
+    """Trains with jax.value_and_grad; `compile` is jax.jit with optional buffer donation."""
+
+    name = "jax"
+    can_train = True
+    xp = jnp
+    array_type = jax.Array
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        platform = {"cuda": "gpu"}.get(device.split(":")[0], device.split(":")[0])
+        index = int(device.split(":")[1]) if ":" in device else 0
+        self._device = jax.devices(platform)[index]
+
+    def _is_native_dtype(self, dtype) -> bool:
+        return False
+
+    def asarray(self, x, dtype=None) -> Array:
+        if isinstance(x, jax.Array):
+            return x if dtype is None else x.astype(dtype)
+        return jax.device_put(np.asarray(x, dtype=None if dtype is None else np.dtype(dtype)), self._device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return np.asarray(x)
+
+    # ---- extras -----------------------------------------------------------------------------
+    def logsumexp(self, x, axis=-1, keepdims=False):
+        return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)
+
+    def log_softmax(self, x, axis=-1):
+        return jax.nn.log_softmax(x, axis=axis)
+
+    def softmax(self, x, axis=-1):
+        return jax.nn.softmax(x, axis=axis)
+
+    def softplus(self, x):
+        return jax.nn.softplus(x)
+
+    def sigmoid(self, x):
+        return jax.nn.sigmoid(x)
+
+    def relu(self, x):
+        return jax.nn.relu(x)
+
+    def gelu(self, x):
+        return jax.nn.gelu(x, approximate=False)
+
+    def erf(self, x):
+        return jax.scipy.special.erf(x)
+
+    def stop_gradient(self, x):
+        return jax.lax.stop_gradient(x)
+
+    def one_hot(self, idx, n, dtype=None):
+        return jax.nn.one_hot(idx, n, dtype=dtype or jnp.float32)
+
+    def scan(self, f, carry, xs):
+        return jax.lax.scan(f, carry, xs)
+
+    # ---- gradients and compilation ----------------------------------------------------------
+    def value_and_grad(self, f: Callable, has_aux: bool = False) -> Callable:
+        def checked(params, *args, **kwargs):
+            out = f(params, *args, **kwargs)
+            if has_aux and not (isinstance(out, tuple) and len(out) == 2):
+                raise GradientError("value_and_grad(has_aux=True) needs f to return a (loss, aux) pair")
+            check_scalar_loss("jax", out[0] if has_aux else out)
+            return out
+
+        vg = jax.value_and_grad(checked, has_aux=has_aux)
+
+        def run(params, *args, **kwargs):
+            check_grad_inputs("jax", params)
+            return vg(params, *args, **kwargs)
+
+        return run
+
+    def compile(self, f: Callable, donate: Sequence[int] = ()) -> Callable:
+        return jax.jit(f, donate_argnums=tuple(donate))
+
+    # ---- randomness -------------------------------------------------------------------------
+    def key(self, seed: int):
+        return jax.random.key(int(seed))
+
+    def split(self, key, num: int = 2):
+        return list(jax.random.split(key, num))
+
+    def uniform(self, key, shape, dtype=None):
+        return jax.random.uniform(key, tuple(shape), dtype=dtype or jnp.float32)
+
+    def normal(self, key, shape, dtype=None):
+        return jax.random.normal(key, tuple(shape), dtype=dtype or jnp.float32)
