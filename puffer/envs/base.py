@@ -1,0 +1,256 @@
+"""`NativeEnv`: a whole batch of environments stepped together in numpy.
+
+The contract the vector layer and the trainers rely on:
+
+- `cls(num_envs, seed=None, buffers=None, **kwargs)`; class attributes `single_observation_space`,
+  `single_action_space`, `agents_per_env` (1 unless multi-agent), `solved_return` (the mean episode
+  return that counts as solved), `optimal_return` (the expected return of the optimal policy) and
+  `max_return` (the largest possible return, `None` where there is none).
+- A "row" is one agent of one env: `num_agents = num_envs * agents_per_env` rows, agents of env `e`
+  in rows `e * agents_per_env ...`. The env writes `observations [rows, *obs_shape]`,
+  `rewards [rows] float32`, `terminals [rows] bool`, `truncations [rows] bool`, `masks [rows] bool`.
+  When `buffers` (exactly those five keys) is given, it writes into those arrays in place and never
+  rebinds them, so they can be views of shared memory. `step` returns those same arrays: they are
+  overwritten by the next `step`, copy them to keep them.
+- `reset(seed=None) -> (observations, infos)`, `step(actions) -> (observations, rewards, terminals,
+  truncations, infos)`, `close()`.
+- Auto-reset in the same step: when a row ends (terminal or truncated) the returned observation
+  row is the first observation of its next episode, and `infos["final_observation"]` (present
+  only when some row ended) is a fresh array shaped like `observations` whose ended rows hold the
+  true last observation (other rows hold the returned observation).
+- `infos["episodes"]` is always present: one dict per episode finished this step (per agent for
+  multi-agent envs) with `episode_return` (float) and `episode_length` (int), plus env-specific
+  keys (`success`, `episode_cost`, `agent`). Per-row arrays in `infos` (`cost`, `global_state`)
+  are fresh copies.
+- `reset(seed)` makes everything after it deterministic; `reset()` without a seed continues the
+  generator seeded at construction.
+- Actions are validated with vectorized checks; a bad action raises `SpaceError` naming the env,
+  the expected space and what was given. Discrete actions must be integers in range; Box actions
+  must be finite floats and are clipped to the box (as SB3 and gymnasium's `ClipAction` do,
+  since a Gaussian policy's samples leave any bounded box).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from puffer.errors import SpaceError
+
+BUFFER_KEYS = ("observations", "rewards", "terminals", "truncations", "masks")
+
+Infos = dict[str, Any]
+
+
+class NativeEnv:
+    """Base class of puffer's numpy environments: one object steps `num_envs` envs at once."""
+
+    single_observation_space: ClassVar[Any]
+    single_action_space: ClassVar[Any]
+    agents_per_env: ClassVar[int] = 1
+    solved_return: ClassVar[float]
+    optimal_return: ClassVar[float]
+    max_return: ClassVar[float | None] = None
+
+    def __init__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"{self.name}: num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.num_agents = self.num_envs * self.agents_per_env
+        self._bind_buffers(buffers)
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        # float32 like the rewards: float64 would cost a casting pass every step.
+        self._episode_return = np.zeros(self.num_agents, np.float32)
+        self._episode_length = np.zeros(self.num_agents, np.int64)
+        self._done = np.zeros(self.num_agents, bool)
+        self._reset_called = False
+        self._setup_action_check()
+
+    @property
+    def name(self) -> str:
+        """The class name, used in error messages."""
+        return type(self).__name__
+
+    # ---- buffers ----------------------------------------------------------------------------
+    def observation_layout(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of the `observations` buffer."""
+        space = self.single_observation_space
+        return (self.num_agents, *space.shape), np.dtype(space.dtype)
+
+    def _bind_buffers(self, buffers: dict[str, np.ndarray] | None) -> None:
+        rows = self.num_agents
+        obs_shape, obs_dtype = self.observation_layout()
+        layout = {
+            "observations": (obs_shape, obs_dtype),
+            "rewards": ((rows,), np.dtype(np.float32)),
+            "terminals": ((rows,), np.dtype(bool)),
+            "truncations": ((rows,), np.dtype(bool)),
+            "masks": ((rows,), np.dtype(bool)),
+        }
+        if buffers is None:
+            buffers = {key: np.zeros(shape, dtype) for key, (shape, dtype) in layout.items()}
+        elif set(buffers) != set(BUFFER_KEYS):
+            raise ValueError(
+                f"{self.name}: buffers must have exactly the keys {sorted(BUFFER_KEYS)}, got {sorted(buffers)}"
+            )
+        for key, (shape, dtype) in layout.items():
+            buf = buffers[key]
+            if not isinstance(buf, np.ndarray) or buf.shape != shape or buf.dtype != dtype:
+                got = f"{type(buf).__name__} {getattr(buf, 'shape', '')} {getattr(buf, 'dtype', '')}"
+                raise ValueError(f"{self.name}: buffers[{key!r}] must be a numpy array {shape} {dtype}, got {got}")
+            if not buf.flags.writeable:
+                raise ValueError(f"{self.name}: buffers[{key!r}] is read-only")
+        self.observations = buffers["observations"]
+        self.rewards = buffers["rewards"]
+        self.terminals = buffers["terminals"]
+        self.truncations = buffers["truncations"]
+        self.masks = buffers["masks"]
+
+    # ---- actions ----------------------------------------------------------------------------
+    def _setup_action_check(self) -> None:
+        from puffer.spaces import Box, Discrete
+
+        space = self.single_action_space
+        if isinstance(space, Discrete):
+            self._check_actions = self._check_discrete
+        elif isinstance(space, Box):
+            self._check_actions = self._check_box
+            self._box_low = np.asarray(space.low, dtype=space.dtype)
+            self._box_high = np.asarray(space.high, dtype=space.dtype)
+            self._clipped = np.zeros((self.num_agents, *space.shape), space.dtype)
+        elif type(self)._check_actions is NativeEnv._check_actions:
+            raise TypeError(f"{self.name}: action space {space!r} needs its own _check_actions")
+
+    def _check_actions(self, actions: Any) -> Any:
+        """Validate a batch of actions and return it in the form `_step` expects."""
+        raise NotImplementedError
+
+    def _bad_action(self, actions: Any, reason: str) -> SpaceError:
+        a = np.asarray(actions)
+        desc = f"shape {a.shape} dtype {a.dtype}"
+        if a.size and a.dtype.kind in "iufb":
+            desc += f" with values in [{a.min()}, {a.max()}]"
+        return SpaceError(
+            f"{self.name}: actions must be {self._expected_actions()}; got {desc} ({reason})"
+        )
+
+    def _expected_actions(self) -> str:
+        space = self.single_action_space
+        return f"a batch of {self.num_agents} actions from {space!r}, shape {(self.num_agents, *space.shape)}"
+
+    def _check_discrete(self, actions: Any) -> np.ndarray:
+        a = actions if type(actions) is np.ndarray else np.asarray(actions)
+        if a.shape != (self.num_agents,):
+            if a.shape == (self.num_agents, 1):
+                a = a.reshape(self.num_agents)
+            else:
+                raise self._bad_action(a, "wrong shape")
+        kind = a.dtype.kind
+        if kind == "i":
+            # Viewed as unsigned, negative actions become huge: one reduction checks both bounds.
+            if a.size and a.view(f"u{a.dtype.itemsize}").max() >= self.single_action_space.n:
+                raise self._bad_action(a, "out of range")
+        elif kind == "u":
+            if a.size and a.max() >= self.single_action_space.n:
+                raise self._bad_action(a, "out of range")
+        else:
+            raise self._bad_action(a, "not an integer dtype")
+        return a
+
+    def _check_box(self, actions: Any) -> np.ndarray:
+        a = actions if type(actions) is np.ndarray else np.asarray(actions)
+        if a.shape != self._clipped.shape:
+            raise self._bad_action(a, "wrong shape")
+        if a.dtype.kind != "f":
+            raise self._bad_action(a, "not a floating dtype")
+        # The sum is NaN or inf exactly when some entry is (or on overflow, which is out of range).
+        if not np.isfinite(a.sum()):
+            raise self._bad_action(a, "not finite")
+        return np.clip(a, self._box_low, self._box_high, out=self._clipped, casting="unsafe")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
+        """Start a new episode in every env; a seed makes everything after it deterministic."""
+        if seed is not None:
+            self._rng = np.random.Generator(np.random.PCG64(seed))
+            self._reseed()
+        self._reset_called = True
+        self._episode_return[:] = 0
+        self._episode_length[:] = 0
+        self.rewards[:] = 0
+        self.terminals[:] = False
+        self.truncations[:] = False
+        self.masks[:] = True
+        self._reset_rows(np.arange(self.num_agents))
+        infos: Infos = {}
+        self._add_infos(infos)
+        return self.observations, infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
+        """Advance every env one step; ended rows restart at once (see the module docstring)."""
+        if not self._reset_called:
+            raise RuntimeError(f"{self.name}: call reset() before step()")
+        actions = self._check_actions(actions)
+        self._step(actions)
+        self._episode_return += self.rewards
+        self._episode_length += 1
+        done = np.logical_or(self.terminals, self.truncations, out=self._done)
+        infos: Infos = {}
+        if done.any():
+            rows = np.flatnonzero(done)
+            self._before_reset(infos, rows)
+            infos["episodes"] = self._finish_episodes(rows)
+            self._reset_rows(rows)
+        else:
+            infos["episodes"] = []
+        self._add_infos(infos)
+        return self.observations, self.rewards, self.terminals, self.truncations, infos
+
+    def oracle_actions(self) -> Any:
+        """The scripted policy that `optimal_return` was measured with, for the current state.
+
+        It may read hidden state (Memory's cue, Bandit's best arm): it exists to check the
+        documented optimum and to give learners a reference, not as a learnable baseline.
+        """
+        raise NotImplementedError(f"{self.name} has no scripted policy")
+
+    def close(self) -> None:
+        """Release resources (nothing to release for numpy envs; kept for the common interface)."""
+
+    def _finish_episodes(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        returns = self._episode_return[rows].tolist()
+        lengths = self._episode_length[rows].tolist()
+        episodes = [{"episode_return": r, "episode_length": n} for r, n in zip(returns, lengths)]
+        for key, values in self._episode_extras(rows).items():
+            for episode, value in zip(episodes, values.tolist()):
+                episode[key] = value
+        self._episode_return[rows] = 0
+        self._episode_length[rows] = 0
+        return episodes
+
+    # ---- what subclasses implement ----------------------------------------------------------
+    def _reseed(self) -> None:
+        """Hook: rebuild anything drawn from the old generator (called when `reset` gets a seed)."""
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        """Start new episodes for `rows` (whole envs) and write their first observations."""
+        raise NotImplementedError
+
+    def _step(self, actions: np.ndarray) -> None:
+        """Advance all envs; write the true next observations, rewards, terminals, truncations."""
+        raise NotImplementedError
+
+    def _before_reset(self, infos: Infos, rows: np.ndarray) -> None:
+        """Save what the ended `rows` looked like before they restart (the last observation)."""
+        infos["final_observation"] = self.observations.copy()
+
+    def _episode_extras(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-episode values beyond return and length (`success`, `episode_cost`, ...)."""
+        return {}
+
+    def _add_infos(self, infos: Infos) -> None:
+        """Hook: add per-row arrays (`cost`, `global_state`) to `infos` after every reset/step."""
+
+    def __repr__(self) -> str:
+        return f"<{self.name} num_envs={self.num_envs} agents_per_env={self.agents_per_env}>"
