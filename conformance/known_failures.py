@@ -1,0 +1,22 @@
+"""Known backend bugs, each marked xfail(strict=True) so that a fix turns the test red until removed here.
+
+An entry is (backend, regular expression searched in the test name, reason naming the cause). Entries are
+applied at collection by conftest.py; keep the list short and tell the backend's owner about each.
+"""
+
+from __future__ import annotations
+
+KNOWN_FAILURES: list[tuple[str, str, str]] = [
+    (
+        "torch",
+        r"test_take_along_axis\[torch-namespace-int32-",
+        "array-api-compat's torch take_along_axis passes int32 indices straight to torch.take_along_dim, "
+        "which only accepts int64; be.take_along_axis casts and works",
+    ),
+    (
+        "numpy",
+        r"test_softmax_family_large_logits\[numpy-(log_softmax|softmax)\]",
+        "the generic Backend.log_softmax computes x - logsumexp(x); at |x| ~ 1e4 the float32 subtraction of two "
+        "nearly equal large numbers loses ~2e-4; (x - m) - log(sum(exp(x - m))) keeps full precision",
+    ),
+]
