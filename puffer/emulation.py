@@ -222,6 +222,19 @@ class ActionEmulator:
             desc += f" with values in [{a.min()}, {a.max()}]"
         return SpaceError(f"{name}: actions must be {self.describe(rows)}; got {desc} ({reason})")
 
+    def sample(self, rows: int, rng: S.RngLike = None) -> np.ndarray:
+        """A random valid batch of `rows` actions in the buffer layout."""
+        rng = S._rng(rng)
+        disc = rng.integers(0, self.nvec, size=(rows, self.k))
+        if self.kind == "discrete":
+            return disc[:, 0]
+        if self.kind == "multidiscrete":
+            return disc
+        box = self.space if self.kind == "box" else self.space[1]
+        cont = S.Box(np.broadcast_to(box.low, (rows, self.d)), np.broadcast_to(box.high, (rows, self.d)),
+                     (rows, self.d)).sample(rng)
+        return cont if self.kind == "box" else np.concatenate([disc.astype(np.float32), cont], axis=1)
+
     def split(self, a: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(discrete int64 [n, k], continuous float32 [n, d]) parts of a validated batch."""
         if self.kind == "discrete":

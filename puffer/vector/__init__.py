@@ -1,0 +1,85 @@
+"""Vectorized environments: `make` builds one from a name or a creator, in-process or across worker processes.
+
+    env = puffer.make(name_or_creator, num_envs=1, backend="serial" | "multiprocessing",
+                      num_workers=None, batch_size=None, seed=None, check_finite=True, **env_kwargs)
+
+`name_or_creator` is a built-in name (`puffer.envs.registry()`, e.g. "cartpole"), "gym:ID" (one
+`gymnasium.make(ID, **env_kwargs)` per env), a NativeEnv class, or a callable returning one gymnasium Env
+or one PettingZoo ParallelEnv (called with `**env_kwargs`; the kind is detected from the first instance).
+
+The contract every backend keeps (the trainer relies on it):
+
+* Spaces: `single_observation_space` is a 1-D `Box` of the flat per-agent observation; the original
+  (nested) space is `structured_observation_space` (`puffer.spaces.unflatten(space, obs)` rebuilds
+  the nest; for PettingZoo agents with different spaces it is a Dict keyed by agent).
+  `single_action_space` is `Discrete`, `MultiDiscrete`, `Box`, or for mixed discrete and continuous
+  actions `Tuple((MultiDiscrete(nvec), Box(low, high, (d,))))`, whose actions are ONE float32 array
+  `[rows, k + d]` with the k discrete indices first (integral values). Dict/Tuple of discrete
+  actions become MultiDiscrete; discrete indices always start at 0. See `puffer.emulation`.
+* Sizes: `num_envs`, `agents_per_env`, `num_agents = num_envs * agents_per_env` (rows of a synchronous
+  step; the agents of env e are rows `e * agents_per_env ...`), `batch_size` (rows per `recv`).
+* Calls: `reset(seed=None) -> (obs, infos)`; `step(actions) -> (obs, rewards, terminals, truncations,
+  infos)`; `async_reset(seed=None)`, then alternate `recv() -> (obs, rewards, terminals, truncations,
+  infos, env_ids, masks)` and `send(actions)` (actions for the rows just received); `close()`;
+  usable as a context manager. Seeding: `reset(seed)` makes what follows deterministic; without a
+  seed the first reset uses make's `seed`.
+* Arrays: obs `[rows, D]` (float32 unless every leaf shares one other dtype, e.g. uint8 images stay
+  uint8), rewards float32 `[rows]`, terminals/truncations bool `[rows]`, masks bool `[rows]` (False
+  for padded or absent agent slots, whose rewards are 0), env_ids int64 `[rows]` (row indices into
+  the `num_agents` slots). Actions: Discrete int `[rows]` (or `[rows, 1]`), MultiDiscrete int
+  `[rows, k]`, Box float `[rows, d]` (clipped to the bounds), mixed float32 `[rows, k + d]`.
+  Returned arrays are VIEWS of buffers the next `step`/`recv` overwrites: copy what you keep.
+* Auto-reset in the same step: when a row ends (terminal or truncated), its returned observation is
+  the first of its next episode and `infos["final_observation"]` (present only when some row ended)
+  is a fresh `[rows, D]` array whose ended rows hold the true last observation (other rows hold the
+  returned observation). Bootstrap from it on truncation. Termination and truncation stay distinct.
+* `infos` is a dict: `infos["episodes"]` always, a list with one dict per episode finished (per agent
+  for multi-agent envs) holding at least `episode_return` (float) and `episode_length` (int), plus
+  env extras (`episode_cost`, `success`, `agent`, ...); optional per-row arrays: `cost` float32
+  `[rows]` (constrained envs), `global_state` `[rows, S]` (cooperative multi-agent envs) and
+  `final_observation` as above. Other values an env puts in infos pass through (from the first
+  worker that reports them).
+* Bad input raises a `puffer.errors.PufferError`: wrong action shape, dtype or range -> `SpaceError`
+  naming the env, the expected space and what was given; a NaN/inf observation -> `SpaceError`
+  unless `check_finite=False`; a space with a leaf puffer cannot flatten -> `SpaceError` naming the
+  leaf's path; bad num_envs/num_workers/batch_size -> an error listing the values that work. An env
+  that raises in a worker, or a worker that dies -> `WorkerError` naming the env, the worker and the
+  exception (with its traceback), at once; every worker is then shut down. `close()` frees processes
+  and shared memory, and also runs at interpreter exit.
+
+Backends: "serial" (`Serial`: a native env is used directly, other envs are stepped in a loop) and
+"multiprocessing" (`Multiprocessing`: `num_workers` processes, default the largest divisor of num_envs
+not above the CPU count; `batch_size` a multiple of one worker's rows dividing num_agents, default all
+rows; with batch_size < num_agents, `recv` returns whichever batch finishes first). `autotune` measures
+which configuration is fastest on this machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from puffer.errors import PufferError
+from puffer.vector.autotune import autotune
+from puffer.vector.base import EnvFactory, VecEnv, WorkerError, resolve
+from puffer.vector.multiprocessing import Multiprocessing
+from puffer.vector.serial import Serial
+
+__all__ = ["make", "autotune", "VecEnv", "Serial", "Multiprocessing", "WorkerError", "EnvFactory", "BACKENDS"]
+
+BACKENDS = {"serial": Serial, "multiprocessing": Multiprocessing}
+
+
+def make(env: Any, num_envs: int = 1, backend: str = "serial", num_workers: int | None = None,
+         batch_size: int | None = None, seed: int | None = None, check_finite: bool = True,
+         **env_kwargs: Any) -> VecEnv:
+    """Create a vectorized environment (see the module docstring for the full contract)."""
+    if backend not in BACKENDS:
+        raise PufferError(f"unknown vector backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    factory, probe = resolve(env, env_kwargs)
+    try:
+        return BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
+                                 check_finite=check_finite, probe=probe)
+    except BaseException:
+        if probe is not None and backend != "serial":
+            probe.close()
+        raise

@@ -1,0 +1,180 @@
+"""What every vector backend shares: env resolution, the flat-space attributes, checks and the async protocol."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from puffer import spaces as S
+from puffer.emulation import FlatNative, GymnasiumEnvs, PettingZooEnvs, is_pettingzoo_parallel
+from puffer.errors import PufferError, SpaceError
+
+Infos = dict[str, Any]
+
+
+class WorkerError(PufferError, RuntimeError):
+    """An environment raised, or its worker process died or stopped answering."""
+
+
+@dataclass
+class EnvFactory:
+    """How to build a flat batch of `n` envs (a NativeEnv-like object) anywhere, main process or worker.
+
+    `kind` is "native" (target: a NativeEnv class), "gymnasium" or "pettingzoo" (target: a zero-argument
+    creator of one env). Picklable whenever `target` is, so it also works with the spawn start method.
+    """
+
+    name: str
+    kind: str
+    target: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None,
+                 envs: tuple[Any, ...] = ()) -> Any:
+        if self.kind == "native":
+            return FlatNative(self.target, num_envs, seed=seed, buffers=buffers, name=self.name, **self.kwargs)
+        cls = GymnasiumEnvs if self.kind == "gymnasium" else PettingZooEnvs
+        return cls(self.target, num_envs, seed=seed, buffers=buffers, name=self.name, envs=envs)
+
+
+def _is_native_class(obj: Any) -> bool:
+    return isinstance(obj, type) and hasattr(obj, "single_observation_space") and hasattr(obj, "single_action_space")
+
+
+def _gym_make(env_id: str, **kwargs: Any) -> Any:
+    import gymnasium
+
+    return gymnasium.make(env_id, **kwargs)
+
+
+def resolve(env: Any, env_kwargs: dict[str, Any]) -> tuple[EnvFactory, Any]:
+    """An EnvFactory for a registered name, "gym:ID", a NativeEnv class or a creator; plus a probe env or None.
+
+    Creators are called once here to learn their kind and spaces; that instance (the probe) can be reused.
+    """
+    if isinstance(env, str):
+        if env.startswith("gym:"):
+            env_id = env[4:]
+            creator = functools.partial(_gym_make, env_id, **env_kwargs)
+            try:
+                probe = creator()
+            except Exception as e:
+                raise PufferError(f"{env}: gymnasium.make({env_id!r}) failed: {type(e).__name__}: {e}") from e
+            return EnvFactory(env, "gymnasium", creator), probe
+        from puffer import envs as native_envs
+
+        registry = native_envs.registry()
+        if env not in registry:
+            names = ", ".join(sorted(registry)) or "none"
+            raise PufferError(f"unknown environment {env!r}; built-in: {names}; or use 'gym:ID' for a gymnasium "
+                              "env, or pass a creator function returning a gymnasium or PettingZoo env")
+        return EnvFactory(env, "native", registry[env], dict(env_kwargs)), None
+    if _is_native_class(env):
+        return EnvFactory(env.__name__, "native", env, dict(env_kwargs)), None
+    if not callable(env):
+        raise PufferError(f"make() needs an env name, a NativeEnv class or a creator function, got {env!r}")
+    name = getattr(env, "__qualname__", None) or getattr(env, "__name__", None) or type(env).__name__
+    creator = functools.partial(env, **env_kwargs) if env_kwargs else env
+    probe = creator()
+    if is_pettingzoo_parallel(probe):
+        return EnvFactory(name, "pettingzoo", creator), probe
+    if hasattr(probe, "agent_selection"):
+        probe.close()
+        raise PufferError(f"{name} returned a PettingZoo AEC env; puffer drives the parallel API: wrap it with "
+                          "pettingzoo.utils.conversions.aec_to_parallel")
+    if hasattr(probe, "observation_space") and hasattr(probe, "action_space") and hasattr(probe, "step"):
+        if hasattr(probe, "num_envs"):
+            probe.close()
+            raise PufferError(f"{name} returned a vector env; pass a creator of ONE env and set num_envs")
+        return EnvFactory(name, "gymnasium", creator), probe
+    raise PufferError(f"{name} returned {type(probe).__name__}, which is neither a gymnasium Env nor a PettingZoo "
+                      "ParallelEnv")
+
+
+class VecEnv:
+    """Base of the vector backends; see `puffer.vector` for the contract."""
+
+    name: str
+    num_envs: int
+    agents_per_env: int
+    num_agents: int
+    batch_size: int
+    single_observation_space: S.Box
+    single_action_space: S.Space
+    structured_observation_space: S.Space
+    check_finite: bool
+
+    def _init_spaces(self, flat_env: Any) -> None:
+        self.single_observation_space = flat_env.single_observation_space
+        self.single_action_space = flat_env.single_action_space
+        self.structured_observation_space = flat_env.structured_observation_space
+        self.action_emulator = flat_env.actions
+        self.agents_per_env = int(flat_env.agents_per_env)
+        self.num_agents = self.num_envs * self.agents_per_env
+        self._float_obs = self.single_observation_space.dtype.kind == "f"
+
+    def _check_obs(self, obs: np.ndarray, first_row: int = 0) -> None:
+        # The sum is finite exactly when every entry is, barring overflow, which the full check rules out.
+        if self.check_finite and self._float_obs and not np.isfinite(obs.sum()):
+            bad = ~np.isfinite(obs)
+            if bad.any():
+                rows, cols = np.nonzero(bad)
+                raise SpaceError(
+                    f"{self.name}: observation rows {sorted(set((rows + first_row).tolist()))[:8]} hold NaN or inf "
+                    f"(first: row {rows[0] + first_row}, column {cols[0]}, value {obs[rows[0], cols[0]]}); "
+                    "fix the env or pass check_finite=False to allow it")
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
+        """Reset every env; returns (obs [num_agents, D], infos)."""
+        raise NotImplementedError
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
+        """Step every env; returns (obs, rewards, terminals, truncations, infos), all rows."""
+        raise NotImplementedError
+
+    def async_reset(self, seed: int | None = None) -> None:
+        """Start resetting every env; collect the results with `recv`."""
+        raise NotImplementedError
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
+        """The next ready batch: (obs, rewards, terminals, truncations, infos, env_ids, masks)."""
+        raise NotImplementedError
+
+    def send(self, actions: Any) -> None:
+        """Actions for the rows of the last `recv`; they start stepping at once."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release envs, processes and shared memory (idempotent)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> VecEnv:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name} num_envs={self.num_envs} agents_per_env={self.agents_per_env} "
+                f"batch_size={self.batch_size} obs={self.single_observation_space} act={self.single_action_space}>")
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of n, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_num_envs(num_envs: Any) -> int:
+    """num_envs as an int, or a PufferError."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise PufferError(f"num_envs must be a positive integer, got {num_envs!r}")
+    return int(num_envs)
+
+
+def creator_name(fn: Callable[..., Any]) -> str:
+    """A readable name for a creator, for messages."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
