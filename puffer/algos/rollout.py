@@ -1,0 +1,118 @@
+"""Host-side rollout storage, observation normalization and minibatch packing (numpy only).
+
+Data crosses into the backend once per rollout step (one packed input array) and once per
+minibatch (one packed `[S, L, F]` array); `unpack` slices it back into named fields inside the
+compiled step, so every backend pays exactly one transfer per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from puffer.backends.base import Array, Backend
+
+
+class RunningNorm:
+    """Running mean/variance of observations (parallel Welford), applied with clipping as SB3's VecNormalize."""
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
+        self.mean = np.zeros(dim, np.float64)
+        self.var = np.ones(dim, np.float64)
+        self.count = eps
+        self.clip = clip
+        self.eps = eps
+
+    def update(self, x: np.ndarray) -> None:
+        """Fold a batch `[B, dim]` into the statistics."""
+        if len(x) == 0:
+            return
+        b_mean, b_var, b_count = x.mean(axis=0), x.var(axis=0), len(x)
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Normalized, clipped float32 copy of `x` written into `out`."""
+        np.subtract(x, self.mean.astype(np.float32), out=out, casting="unsafe")
+        np.multiply(out, (1.0 / np.sqrt(self.var + self.eps)).astype(np.float32), out=out)
+        return np.clip(out, -self.clip, self.clip, out=out)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Statistics as arrays (for checkpoints and export metadata)."""
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.asarray(self.count)}
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Restore statistics saved by `state_dict`."""
+        self.mean, self.var, self.count = np.asarray(d["mean"], np.float64), np.asarray(d["var"], np.float64), float(
+            d["count"])
+
+
+@dataclass
+class Layout:
+    """Column ranges of named fields inside a packed float32 array's last axis."""
+
+    slices: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # name -> (start, stop, squeeze)
+    width: int = 0
+
+    def add(self, name: str, width: int, squeeze: bool = False) -> None:
+        """Append a field of `width` columns; `squeeze` drops the axis when unpacked (width 1)."""
+        self.slices[name] = (self.width, self.width + width, squeeze)
+        self.width += width
+
+
+def pack(layout: Layout, fields: dict[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """Write `fields` (each `[..., width]` or `[...]` for squeezed ones) into `out` `[..., layout.width]`."""
+    for name, (a, b, squeeze) in layout.slices.items():
+        v = fields[name]
+        out[..., a:b] = v[..., None] if squeeze else v
+    return out
+
+
+def unpack(be: Backend, layout: Layout, packed: Array) -> dict[str, Array]:
+    """Named views of a packed backend array (inside compiled code: static slices only)."""
+    return {name: packed[..., a] if squeeze else packed[..., a:b] for name, (a, b, squeeze) in layout.slices.items()}
+
+
+class RolloutBuffer:
+    """One rollout: `[N, T]` per-row sequences written column by column as the envs step."""
+
+    def __init__(self, num_rows: int, horizon: int, obs_dim: int, action_dim: int):
+        n, t = num_rows, horizon
+        self.obs = np.zeros((n, t, obs_dim), np.float32)
+        self.actions = np.zeros((n, t, action_dim), np.float32)
+        self.logp = np.zeros((n, t), np.float32)
+        self.values = np.zeros((n, t), np.float32)
+        self.rewards = np.zeros((n, t), np.float32)
+        self.dones = np.zeros((n, t), np.float32)
+        self.starts = np.zeros((n, t), np.float32)
+        self.mask = np.ones((n, t), np.float32)
+        self.next_value = np.zeros(n, np.float32)
+        self.adv = np.zeros((n, t), np.float32)
+        self.returns = np.zeros((n, t), np.float32)
+
+    def sequences(self, length: int) -> dict[str, np.ndarray]:
+        """Every per-step field reshaped to `[N * T / length, length, ...]` segments (views)."""
+        n, t = self.logp.shape
+        s = n * t // length
+        out = {}
+        for name in ("obs", "actions", "logp", "values", "rewards", "dones", "starts", "mask", "adv", "returns"):
+            v = getattr(self, name)
+            out[name] = v.reshape(s, length, *v.shape[2:])
+        # each segment bootstraps from the stored value after it, or the rollout's next value at the end
+        nxt = np.concatenate([self.values[:, 1:], self.next_value[:, None]], axis=1)
+        out["next_value"] = nxt[:, length - 1::length].reshape(s)
+        return out
+
+
+def episode_stats(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of every numeric key over finished episodes."""
+    if not episodes:
+        return {}
+    keys = {k for e in episodes for k, v in e.items() if isinstance(v, (int, float, np.number)) and k != "agent"}
+    return {k: float(np.mean([e[k] for e in episodes if k in e])) for k in sorted(keys)}

@@ -1,0 +1,76 @@
+"""The `puffer` command line: backends, envs, conformance, train, eval, export, push."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from puffer.errors import PufferError
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from puffer import backends
+
+    installed = backends.available()
+    for name in backends.names():
+        version = installed.get(name)
+        role = "train" if name in backends.TRAINING else "inference" if name == "onnxruntime" else (
+            "reference" if name == "numpy" else "export")
+        status = version if version else "not installed"
+        print(f"{name:12s} {role:10s} {status}")
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from puffer import envs
+
+    for line in envs.describe():
+        print(line)
+    return 0
+
+
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    import conformance
+
+    return conformance.run(args.backend or None, args.pytest_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `puffer` command."""
+    parser = argparse.ArgumentParser(prog="puffer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("backends", help="list backends and whether they are installed")
+    p.set_defaults(func=_cmd_backends)
+
+    p = sub.add_parser("envs", help="list the built-in environments")
+    p.set_defaults(func=_cmd_envs)
+
+    p = sub.add_parser("conformance", help="run the cross-backend conformance suite")
+    p.add_argument("--backend", action="append", help="backend to check (repeatable; default: all installed)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
+    p.set_defaults(func=_cmd_conformance)
+
+    from puffer.algos import cli as algo_cli
+
+    algo_cli.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `puffer` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PufferError as e:
+        print(f"puffer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("puffer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
