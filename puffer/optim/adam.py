@@ -23,23 +23,28 @@ def adam_update(be: Any, params: Params, grads: Params, state: Params, lr: Any, 
     check_keys(name, params, grads)
     xp = be.xp
     step = state["step"] + 1.0
+    decay = not is_zero(weight_decay)
+    scalars: dict[Any, tuple] = {}  # per dtype: the scalar terms are computed once, not once per parameter
     new_params, new_state = {}, {"step": step}
     for k, p in params.items():
-        dt = p.dtype
+        if p.dtype not in scalars:
+            dt = p.dtype
+            b1, b2, lr_ = hyper(be, beta1, dt), hyper(be, beta2, dt), hyper(be, lr, dt)
+            # bias corrections in the parameter's dtype, as torch computes them in double for float64
+            t = xp.astype(step, dt)
+            bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+            wd = hyper(be, weight_decay, dt) if decay else 0.0
+            scalars[dt] = (b1, b2, lr_ / bc1, 1.0 / xp.sqrt(bc2), hyper(be, eps, dt), lr_ * wd if decay else 0.0, wd)
+        b1, b2, step_size, inv_sqrt_bc2, eps_, lr_wd, wd = scalars[p.dtype]
         g = grads[k]
-        lr_, b1, b2, eps_ = hyper(be, lr, dt), hyper(be, beta1, dt), hyper(be, beta2, dt), hyper(be, eps, dt)
-        if not is_zero(weight_decay):
-            wd = hyper(be, weight_decay, dt)
+        if decay:
             if decoupled:
-                p = p * (1.0 - lr_ * wd)
+                p = p * (1.0 - lr_wd)
             else:
                 g = g + wd * p
         m = b1 * state[f"m/{k}"] + (1.0 - b1) * g
         v = b2 * state[f"v/{k}"] + (1.0 - b2) * (g * g)
-        # bias corrections in the parameter's dtype, as torch computes them in double for float64
-        t = xp.astype(step, dt)
-        bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
-        new_params[k] = p - (lr_ / bc1) * m / (xp.sqrt(v) / xp.sqrt(bc2) + eps_)
+        new_params[k] = p - step_size * m / (xp.sqrt(v) * inv_sqrt_bc2 + eps_)
         new_state[f"m/{k}"], new_state[f"v/{k}"] = m, v
     return new_params, new_state
 

@@ -24,17 +24,22 @@ def update(be: Any, params: Params, grads: Params, state: Params, lr: Any, momen
     check_keys("sgd", params, grads)
     xp = be.xp
     first = state["step"] == 0.0
+    decay, use_momentum = not is_zero(weight_decay), not is_zero(momentum)
+    scalars: dict[Any, tuple] = {}  # per dtype, computed once rather than once per parameter
     new_params, new_state = {}, {"step": state["step"] + 1.0}
     for k, p in params.items():
-        dt = p.dtype
+        if p.dtype not in scalars:
+            dt = p.dtype
+            scalars[dt] = (hyper(be, lr, dt), hyper(be, weight_decay, dt) if decay else 0.0,
+                           hyper(be, momentum, dt), 1.0 - hyper(be, dampening, dt) if use_momentum else 1.0)
+        lr_, wd, mu, undamped = scalars[p.dtype]
         g = grads[k]
-        if not is_zero(weight_decay):
-            g = g + hyper(be, weight_decay, dt) * p
+        if decay:
+            g = g + wd * p
         buf = state[f"buf/{k}"]
-        if not is_zero(momentum):
-            mu = hyper(be, momentum, dt)
-            buf = xp.where(first, g, mu * buf + (1.0 - hyper(be, dampening, dt)) * g)
+        if use_momentum:
+            buf = xp.where(first, g, mu * buf + undamped * g)
             g = g + mu * buf if nesterov else buf
-        new_params[k] = p - hyper(be, lr, dt) * g
+        new_params[k] = p - lr_ * g
         new_state[f"buf/{k}"] = buf
     return new_params, new_state
