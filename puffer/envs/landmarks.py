@@ -33,7 +33,7 @@ class Landmarks(NativeEnv):
     `infos["final_global_state"]` the state before an auto-reset (as `final_observation`).
 
     Mean returns with 3 agents (`oracle_actions`, checked in the tests): uniform random -16;
-    every agent to its nearest landmark (no coordination) -9.0; agent i to landmark i -6.2; the
+    every agent to its nearest landmark (no coordination) -8.9; agent i to landmark i -6.2; the
     optimal assignment walked greedily -4.5 (`optimal_return`, 98% success). Solved at -5.5:
     better than the fixed convention, which needs coordination; every agent sees all positions,
     so decentralised agents can agree on the optimal assignment. Suggested MAPPO budget:
