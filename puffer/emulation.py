@@ -522,7 +522,11 @@ class PettingZooEnvs:
             obs, rew, term, trunc, info = env.step({ag: per_slot[self.slot[ag]][e] for ag in live})
             self._write_obs(e, obs)
             ended = []
-            for ag in set(live) | set(rew) | set(term) | set(trunc):
+            involved = set(live) | set(rew) | set(term) | set(trunc)
+            if not involved <= self.slot.keys():
+                raise SpaceError(f"{self.name}: agents {sorted(map(str, involved - self.slot.keys()))} are not in "
+                                 f"possible_agents {self.possible_agents}")
+            for ag in sorted(involved, key=self.slot.__getitem__):  # slot order keeps episodes deterministic
                 row = base + self.slot[ag]
                 r = float(rew.get(ag, 0.0))
                 self.rewards[row] = r
