@@ -182,8 +182,8 @@ class Backend:
         )
 
 
-def check_grad_inputs(name: str, params: Params) -> None:
-    """Raise GradientError unless `params` is a dict of floating arrays."""
+def check_grad_inputs(name: str, params: Params, is_floating: Callable[[Any], bool] | None = None) -> None:
+    """Raise GradientError unless `params` is a dict of floating arrays (`is_floating(dtype)` if given)."""
     if not isinstance(params, dict):
         raise GradientError(
             f"{name}: value_and_grad differentiates a dict[str, array] of parameters as the "
@@ -191,7 +191,8 @@ def check_grad_inputs(name: str, params: Params) -> None:
         )
     for k, v in params.items():
         dt = str(getattr(v, "dtype", type(v).__name__))
-        if "float" not in dt:
+        floating = is_floating(v.dtype) if is_floating is not None and hasattr(v, "dtype") else "float" in dt
+        if not floating:
             raise GradientError(
                 f"{name}: cannot take a gradient with respect to parameter {k!r} of dtype {dt}; "
                 "only floating-point arrays have gradients"
