@@ -157,6 +157,18 @@ def test_password_needs_every_bit():
     assert (obs == 0).all()  # auto-reset: nothing typed yet
 
 
+def test_password_subclass():
+    class Longer(Password):
+        password = "1100101"
+
+    env = Longer(2, seed=0)
+    assert env.reset(seed=0)[0].shape == (2, 7)
+    episodes, _ = play(env, lambda e: e.oracle_actions(), 7)
+    assert [ep["episode_return"] for ep in episodes] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="0s and 1s"):
+        type("Bad", (Password,), {"password": "12"})
+
+
 def test_squared_mechanics():
     env = Squared(2000, seed=0, size=5)
     obs, _ = env.reset(seed=0)
@@ -192,7 +204,8 @@ def test_spaces_structured_observations_and_actions():
     np.testing.assert_array_equal(labels[:, 1], obs["vector"].sum(1) > 0)
     _, rew, *_ = env.step({"image": labels[:, 0], "vector": 1 - labels[:, 1]})
     assert (rew == 0.5).all()
-    for bad, reason in [({"image": labels[:, 0]}, "dict keys"), (labels[:, :1], "wrong shape"),
+    for bad, reason in [({"image": labels[:, 0]}, r"got a dict with keys \['image'\] \(dict keys must be"),
+                        (labels[:, :1], "wrong shape"),
                         (labels + 1, "out of range"), (labels.astype(float), "integer dtype")]:
         with pytest.raises(SpaceError, match=reason):
             env.step(bad)

@@ -127,10 +127,13 @@ class NativeEnv:
         raise NotImplementedError
 
     def _bad_action(self, actions: Any, reason: str) -> SpaceError:
-        a = np.asarray(actions)
-        desc = f"shape {a.shape} dtype {a.dtype}"
-        if a.size and a.dtype.kind in "iufb":
-            desc += f" with values in [{a.min()}, {a.max()}]"
+        if isinstance(actions, dict):
+            desc = f"a dict with keys {sorted(map(str, actions))}"
+        else:
+            a = np.asarray(actions)
+            desc = f"shape {a.shape} dtype {a.dtype}"
+            if a.size and a.dtype.kind in "iufb":
+                desc += f" with values in [{a.min()}, {a.max()}]"
         return SpaceError(
             f"{self.name}: actions must be {self._expected_actions()}; got {desc} ({reason})"
         )
@@ -164,8 +167,8 @@ class NativeEnv:
             raise self._bad_action(a, "wrong shape")
         if a.dtype.kind != "f":
             raise self._bad_action(a, "not a floating dtype")
-        # The sum is NaN or inf exactly when some entry is (or on overflow, which is out of range).
-        if not np.isfinite(a.sum()):
+        # One reduction in the common case: the sum is finite unless some entry is NaN/inf or it overflows.
+        if not np.isfinite(a.sum()) and not np.isfinite(a).all():
             raise self._bad_action(a, "not finite")
         return np.clip(a, self._box_low, self._box_high, out=self._clipped, casting="unsafe")
 

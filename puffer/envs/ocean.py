@@ -120,7 +120,8 @@ class Password(NativeEnv):
     bit b. The observation shows the bits typed so far (+1 for a 1, -1 for a 0, 0 not yet typed).
     Reward 1 at the last step iff the typed string equals the password, else 0; reports `success`.
     A uniform policy succeeds with probability 2**-5 = 1/32. Optimum 1; solved at 0.9.
-    Suggested PPO budget: 30-50k env steps.
+    Suggested PPO budget: 30-50k env steps. A subclass may set another `password`; its observation
+    space follows.
     """
 
     single_observation_space = Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
@@ -129,6 +130,13 @@ class Password(NativeEnv):
     optimal_return = 1.0
     max_return = 1.0
     password = "10110"
+
+    def __init_subclass__(cls, **kwargs: object):
+        super().__init_subclass__(**kwargs)
+        if set(cls.password) - {"0", "1"} or not cls.password:
+            raise ValueError(f"{cls.__name__}: password must be a non-empty string of 0s and 1s, got {cls.password!r}")
+        if "single_observation_space" not in cls.__dict__:
+            cls.single_observation_space = Box(-1.0, 1.0, shape=(len(cls.password),), dtype=np.float32)
 
     def __init__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None):
         super().__init__(num_envs, seed, buffers)
@@ -371,7 +379,7 @@ class Spaces(NativeEnv):
     def _check_actions(self, actions: object) -> np.ndarray:
         if isinstance(actions, dict):
             if set(actions) != {"image", "vector"}:
-                raise self._bad_action(np.asarray(0), f"dict keys {sorted(actions)}")
+                raise self._bad_action(actions, "dict keys must be 'image' and 'vector'")
             actions = np.stack([np.asarray(actions["image"]), np.asarray(actions["vector"])], axis=-1)
         a = actions if type(actions) is np.ndarray else np.asarray(actions)
         if a.shape != (self.num_agents, 2):
