@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +76,8 @@ def resolve(env: Any, env_kwargs: dict[str, Any]) -> tuple[EnvFactory, Any]:
         return EnvFactory(env.__name__, "native", env, dict(env_kwargs)), None
     if not callable(env):
         raise PufferError(f"make() needs an env name, a NativeEnv class or a creator function, got {env!r}")
-    name = getattr(env, "__qualname__", None) or getattr(env, "__name__", None) or type(env).__name__
+    fn = env.func if isinstance(env, functools.partial) else env
+    name = getattr(fn, "__name__", None) or type(fn).__name__
     creator = functools.partial(env, **env_kwargs) if env_kwargs else env
     probe = creator()
     if is_pettingzoo_parallel(probe):
@@ -173,8 +173,3 @@ def check_num_envs(num_envs: Any) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise PufferError(f"num_envs must be a positive integer, got {num_envs!r}")
     return int(num_envs)
-
-
-def creator_name(fn: Callable[..., Any]) -> str:
-    """A readable name for a creator, for messages."""
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
