@@ -272,3 +272,14 @@ def act(be: Backend, policy: Policy, params: Params, obs: Array, state: tuple, s
     dist, value, state = policy.step(be, params, obs, reset_state(be, state, starts))
     actions, logp = policy.head.sample(be, dist, noise)
     return actions, logp, value, state
+
+
+def to_env_actions(space: Any, actions: np.ndarray) -> np.ndarray:
+    """Flat float32 policy actions `[B, action_dim]` -> the env's action array for `space`."""
+    if isinstance(space, spaces.Discrete):
+        return actions[:, 0].astype(np.int64)
+    if isinstance(space, (spaces.MultiDiscrete, spaces.MultiBinary)):
+        return actions.astype(np.int64).reshape(len(actions), *space.shape)
+    if isinstance(space, spaces.Box):
+        return actions.reshape(len(actions), *space.shape)
+    return actions

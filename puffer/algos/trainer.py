@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 import puffer
-from puffer import optim
+from puffer import checkpoint, optim
 from puffer.algos import advantage
 from puffer.algos.config import PPOConfig
 from puffer.algos.ppo import HYPER_KEYS, LossStatic, make_update
 from puffer.algos.rollout import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
 from puffer.errors import PufferError
-from puffer.policies import act, make_policy
+from puffer.policies import act, make_policy, to_env_actions
 from puffer.tree import tree_map
 
 STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
@@ -44,11 +44,12 @@ class PPO:
         self.config = cfg
         self.be = puffer.backend(backend)
         if not self.be.can_train:
-            raise PufferError(f"backend {self.be.name!r} cannot train; use one of {', '.join(puffer.backends.TRAINING)}")
+            trainers = ", ".join(puffer.backends.TRAINING)
+            raise PufferError(f"backend {self.be.name!r} cannot train; use one of {trainers}")
         self.env_name = env if isinstance(env, str) else getattr(env, "name", type(env).__name__)
+        makes_env = isinstance(env, str) or (callable(env) and not hasattr(env, "step"))
         self.env = puffer.make(env, num_envs=cfg.num_envs, backend=cfg.vec, num_workers=cfg.num_workers,
-                               batch_size=cfg.vec_batch_size, seed=cfg.seed, **cfg.env_kwargs) if isinstance(
-            env, str) or callable(env) and not hasattr(env, "step") else env
+                               batch_size=cfg.vec_batch_size, seed=cfg.seed, **cfg.env_kwargs) if makes_env else env
         self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, cfg.policy,
                                   cfg.hidden_size, cfg.num_layers, cfg.activation)
         self.head = self.policy.head
@@ -74,9 +75,10 @@ class PPO:
         self.segment = 1 if (cfg.policy == "mlp" and cfg.advantage == "gae") else cfg.bptt_horizon
         total = self.rows * cfg.rollout_len
         if total % cfg.minibatch_size or cfg.minibatch_size % self.segment:
+            hint = _divisors_hint(total, cfg.minibatch_size)
             raise PufferError(
                 f"minibatch_size={cfg.minibatch_size} must divide num_agents * rollout_len = {total} and be a "
-                f"multiple of the sequence length {self.segment}; values that work: {_divisors_hint(total, cfg.minibatch_size)}")
+                f"multiple of the sequence length {self.segment}; values that work: {hint}")
         self.num_minibatches = total // cfg.minibatch_size
 
         # per-step input: obs, episode-start flag, noise; output: actions, log-prob, value
@@ -150,14 +152,7 @@ class PPO:
         return self.obs_norm(obs, out)
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
-        space = self.env.single_action_space
-        if isinstance(space, puffer.spaces.Discrete):
-            return actions[:, 0].astype(np.int64)
-        if isinstance(space, (puffer.spaces.MultiDiscrete, puffer.spaces.MultiBinary)):
-            return actions.astype(np.int64).reshape(len(actions), *space.shape)
-        if isinstance(space, puffer.spaces.Box):
-            return actions.reshape(len(actions), *space.shape)
-        return actions
+        return to_env_actions(self.env.single_action_space, actions)
 
     def _policy_step(self, obs: np.ndarray, rows: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray:
         """Normalize, act on the backend, return the packed numpy outputs `[B, A + 2]`."""
@@ -395,6 +390,44 @@ class PPO:
         self.params = tree_map(self.be.asarray, dict(params))
         if opt_state is not None:
             self.opt_state = tree_map(self.be.asarray, dict(opt_state))
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Everything but tensors that a checkpoint needs to rebuild and resume this trainer."""
+        env = self.env
+        structured = getattr(env, "structured_observation_space", None)
+        return {
+            "algo": self.algo, "env": self.env_name, "backend": self.be.name, "config": self.config.to_dict(),
+            "observation_space": env.single_observation_space.to_json(),
+            "action_space": env.single_action_space.to_json(),
+            "structured_observation_space": structured.to_json() if structured is not None else None,
+            "global_step": self.global_step, "updates": self.updates, "rng": self.rng.bit_generator.state,
+            "mean_return": self.mean_return(20), "episodes": list(self.episodes),
+        }
+
+    def checkpoint_groups(self) -> dict[str, dict[str, np.ndarray]]:
+        """Backend-neutral tensors: parameters, optimizer state, observation-normalization statistics."""
+        groups = {"params": self.numpy_params(), "opt_state": self.numpy_opt_state()}
+        if self.obs_norm is not None:
+            groups["obs_norm"] = self.obs_norm.state_dict()
+        return groups
+
+    def save(self, run_dir: str) -> Any:
+        """Write a checkpoint of the current state into `run_dir`; returns its directory."""
+        return checkpoint.save(run_dir, self.global_step, self.checkpoint_groups(), self.checkpoint_meta())
+
+    def restore(self, path: str) -> None:
+        """Resume from a checkpoint saved on any backend (spaces must match this trainer's env)."""
+        groups, meta = checkpoint.load(path)
+        for key in ("observation_space", "action_space"):
+            mine = getattr(self.env, f"single_{key}").to_json()
+            if meta[key] != mine:
+                raise PufferError(f"checkpoint {path} was trained with {key} {meta[key]}, this env has {mine}")
+        self.load_numpy(groups["params"], groups["opt_state"])
+        if self.obs_norm is not None and "obs_norm" in groups:
+            self.obs_norm.load_state_dict(groups["obs_norm"])
+        self.global_step, self.updates = int(meta["global_step"]), int(meta["updates"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.episodes.extend(meta.get("episodes", ()))
 
     def close(self) -> None:
         """Close the environment."""

@@ -1,0 +1,136 @@
+"""`puffer train` and `puffer eval`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from puffer.algos.config import PPOConfig, add_config_arguments, config_from_args
+from puffer.errors import PufferError
+
+
+def add_commands(sub: Any) -> None:
+    """Register the train and eval subcommands on an argparse subparsers object."""
+    p = sub.add_parser("train", help="train a policy (default: PPO on the built-in CartPole)",
+                       description="Train with PPO. Every PPOConfig field is a flag; unknown flags are errors.")
+    p.add_argument("env", nargs="?", default="cartpole", help="built-in env name, or gym:ID (default: cartpole)")
+    p.add_argument("--algo", default="ppo", choices=["ppo"], help="algorithm (default: ppo)")
+    p.add_argument("--backend", default=None, help="torch, jax or tinygrad (default: jax if installed)")
+    p.add_argument("--steps", type=int, default=None, help="total env steps (alias of --total-steps)")
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<env>-<algo>-<backend>-<time>)")
+    p.add_argument("--stop-at-return", type=float, default=None,
+                   help="stop early once the mean return of the last 20 episodes reaches this")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_config_arguments(p, PPOConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="run a trained policy and print the mean and std of its returns")
+    p.add_argument("env", nargs="?", default=None, help="env name (default: the one the checkpoint was trained on)")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    p.add_argument("--backend", default=None, help="backend to run on (default: the one it was trained on)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely")
+    p.set_defaults(func=cmd_eval)
+
+
+class Progress:
+    """Live training progress: a rich table on a terminal, one plain line per second otherwise."""
+
+    def __init__(self, title: str, quiet: bool = False):
+        self.title, self.quiet = title, quiet
+        self.last = 0.0
+        self.live = None
+        if not quiet and sys.stdout.isatty():
+            try:
+                from rich.live import Live
+
+                self.live = Live(refresh_per_second=4)
+                self.live.start()
+            except ImportError:
+                self.live = None
+
+    def __call__(self, trainer: Any, s: dict[str, float]) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(self._table(s))
+            return
+        now = time.perf_counter()
+        if now - self.last >= 1.0:
+            self.last = now
+            print(self.line(s), flush=True)
+
+    @staticmethod
+    def line(s: dict[str, float]) -> str:
+        """One plain progress line."""
+        nan = float("nan")
+        return (f"step {int(s['global_step']):>9d}  sps {s['sps']:>8.0f}  return {s.get('episode_return', nan):8.2f}"
+                f"  length {s.get('episode_length', nan):7.1f}  loss {s['loss']:8.4f}  kl {s['approx_kl']:.4f}"
+                f"  clip {s['clipfrac']:.3f}  ev {s['explained_variance']:.2f}")
+
+    def _table(self, s: dict[str, float]) -> Any:
+        from rich.table import Table
+
+        t = Table(title=self.title, show_header=False)
+        for key in ("global_step", "sps", "episode_return", "episode_length", "policy_loss", "value_loss", "entropy",
+                    "approx_kl", "clipfrac", "explained_variance", "learning_rate"):
+            if key in s:
+                t.add_row(key, f"{s[key]:.4g}" if isinstance(s[key], float) else str(s[key]))
+        return t
+
+    def close(self) -> None:
+        """Stop the live display."""
+        if self.live is not None:
+            self.live.stop()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, save the final checkpoint into the run directory, print a summary."""
+    from puffer import backends
+    from puffer.algos.trainer import PPO
+
+    cfg = config_from_args(args, PPOConfig())
+    if args.steps is not None:
+        cfg.total_steps = args.steps
+    backend = args.backend or backends.default_name()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.run_dir or f"runs/{args.env.replace(':', '_')}-{args.algo}-{backend}-{stamp}")
+    trainer = PPO(args.env, backend=backend, config=cfg)
+    progress = Progress(f"puffer train {args.env} ({backend})", args.quiet)
+    try:
+        stats = trainer.train(cfg.total_steps, stop_at_return=args.stop_at_return, progress=progress)
+    finally:
+        progress.close()
+    ckpt = trainer.save(run_dir)
+    trainer.close()
+    print(f"trained {args.env} with {args.algo} on {backend}: {trainer.global_step} steps, mean return (last 20) "
+          f"{trainer.mean_return(20):.2f}, {stats.get('sps', 0):.0f} steps/s")
+    print(f"saved {ckpt}")
+    print(f"evaluate: puffer eval {args.env} --checkpoint {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run a trained policy for --episodes episodes and print its mean and std return."""
+    import numpy as np
+
+    import puffer
+    from puffer.algos.evaluate import CheckpointPolicy, run_episodes
+
+    actor = CheckpointPolicy(args.checkpoint, backend=args.backend, deterministic=not args.sample, seed=args.seed)
+    env_name = args.env or actor.meta["env"]
+    if args.env and args.env != actor.meta["env"]:
+        raise PufferError(f"checkpoint {args.checkpoint} was trained on {actor.meta['env']!r}, not {args.env!r}")
+    env = puffer.make(env_name, num_envs=args.num_envs, seed=args.seed, **actor.meta["config"].get("env_kwargs", {}))
+    try:
+        returns = run_episodes(env, actor, args.episodes, seed=args.seed)
+    finally:
+        env.close()
+    print(f"{env_name} on {actor.be.name}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} "
+          f"over {len(returns)} episodes")
+    return 0
