@@ -179,9 +179,9 @@ class Box(Space):
         rng = _rng(rng)
         if self.dtype.kind == "b":
             lo, hi = self.low.astype(np.int8), self.high.astype(np.int8)
-            return rng.integers(lo, hi, endpoint=True, size=self.shape).astype(bool)
+            return np.asarray(rng.integers(lo, hi, endpoint=True, size=self.shape), bool)
         if self.dtype.kind in "iu":
-            return rng.integers(self.low, self.high, endpoint=True, size=self.shape, dtype=self.dtype)
+            return np.asarray(rng.integers(self.low, self.high, endpoint=True, size=self.shape, dtype=self.dtype))
         low = self.low.astype(np.float64)
         high = self.high.astype(np.float64)
         lo_ok, hi_ok = np.isfinite(low), np.isfinite(high)
@@ -192,7 +192,8 @@ class Box(Space):
         exp = rng.exponential(size=self.shape)
         out = np.where(lo_ok & ~hi_ok, low + exp, out)
         out = np.where(~lo_ok & hi_ok, high - exp, out)
-        return np.clip(out.astype(self.dtype), self.low, self.high)
+        # np.asarray: numpy turns 0-d results into scalars, but a Box element is always an ndarray.
+        return np.asarray(np.clip(out.astype(self.dtype), self.low, self.high))
 
     def contains(self, x: Any) -> bool:
         """Same rule as gymnasium: castable dtype, exact shape, within bounds (NaN is never inside)."""
