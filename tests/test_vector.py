@@ -16,6 +16,7 @@ import puffer
 from puffer import spaces as S
 from puffer.errors import PufferError, SpaceError
 from puffer.vector import Multiprocessing, Serial, WorkerError, autotune, make
+from puffer.vector.base import resolve
 
 
 class Counter:
@@ -100,6 +101,8 @@ class Crashy(gym.Env):
                 raise ValueError("boom at step 3")
             if self.how == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "hang":
+                time.sleep(30)
             if self.how == "nan":
                 return np.full(3, np.nan, np.float32), 0.0, False, False, {}
         return np.full(3, self.value, np.float32), 1.0, False, False, {}
@@ -259,6 +262,18 @@ def test_worker_failure_raises_promptly_and_leaves_no_process(how, match):
     with pytest.raises(PufferError, match="closed"):
         env.step(np.zeros(4, int))
     env.close()  # idempotent
+
+
+def test_a_hanging_worker_times_out_and_is_terminated():
+    factory, probe = resolve(Crashy, {"at": 2, "how": "hang"})
+    env = Multiprocessing(factory, num_envs=2, num_workers=2, probe=probe, timeout=0.3)
+    procs = list(env._procs)
+    env.reset()
+    env.step(np.zeros(2, int))
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"Crashy: worker 0 .*worker 1 .*did not answer within timeout=0.3s"):
+        env.step(np.zeros(2, int))
+    assert time.monotonic() - start < 3 and not alive(procs)
 
 
 def test_nan_observation_is_an_error_unless_opted_out():

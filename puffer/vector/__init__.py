@@ -80,6 +80,6 @@ def make(env: Any, num_envs: int = 1, backend: str = "serial", num_workers: int 
         return BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
                                  check_finite=check_finite, probe=probe)
     except BaseException:
-        if probe is not None and backend != "serial":
+        if probe is not None:  # the backends may have closed it already; closing twice is harmless
             probe.close()
         raise
