@@ -6,8 +6,9 @@ Every class here has the `puffer.envs.base.NativeEnv` interface (`num_envs`, `ag
 them the same way, in-process or inside a worker:
 
 * **Observations** are rows of `flatdim(space)` scalars in `flat_dtype(space)` (the leaves' common
-  dtype, float32 when they differ; see `puffer.spaces`). Each leaf is written straight into its slice
-  of the row (one cast, no intermediate copy). The nested space stays available as
+  dtype, float32 when they differ; see `puffer.spaces`), except that float64 becomes float32 (learners
+  compute in float32; MuJoCo-style float64 envs would otherwise double every buffer). Each leaf is
+  written straight into its slice of the row (one cast, no intermediate copy). The nested space stays available as
   `structured_observation_space`; `puffer.spaces.unflatten(space, obs)` rebuilds the nest.
 * **Actions** (`emulate_action_space`): Discrete stays `Discrete(n)` (indices from 0; a `start` is
   added back for the env); every discrete leaf of a Dict/Tuple, MultiDiscrete and MultiBinary becomes
@@ -49,7 +50,7 @@ BUFFER_KEYS = ("observations", "rewards", "terminals", "truncations", "masks")
 
 __all__ = [
     "ActionEmulator", "emulate_action_space", "FlatNative", "GymnasiumEnvs", "PettingZooEnvs",
-    "is_pettingzoo_parallel", "allocate_buffers",
+    "is_pettingzoo_parallel", "allocate_buffers", "flat_observation_space",
 ]
 
 
@@ -261,6 +262,14 @@ def emulate_action_space(space: S.Space) -> S.Space:
 
 # ------------------------------------------------------------------------------------------- observations
 
+def flat_observation_space(space: S.Space) -> S.Box:
+    """The 1-D Box of emulated observation rows: `flatten_space`, with float64 narrowed to float32."""
+    flat = S.flatten_space(space)
+    if flat.dtype == np.float64:
+        return S.Box(flat.low, flat.high, flat.shape, np.float32)
+    return flat
+
+
 class _ObsWriter:
     """Writes one nested observation into a flat row: single 1-D leaves take a fast path."""
 
@@ -313,7 +322,7 @@ class GymnasiumEnvs:
             self.envs.append(creator())
         first = self.envs[0]
         self.structured_observation_space = S.from_gymnasium(first.observation_space)
-        self.single_observation_space = S.flatten_space(self.structured_observation_space)
+        self.single_observation_space = flat_observation_space(self.structured_observation_space)
         self.actions = ActionEmulator([S.from_gymnasium(first.action_space)])
         self.single_action_space = self.actions.space
         dim, dtype = self.single_observation_space.shape[0], self.single_observation_space.dtype
@@ -430,13 +439,14 @@ class PettingZooEnvs:
         self.agent_action_spaces = dict(zip(self.possible_agents, act_spaces))
         if all(s == obs_spaces[0] for s in obs_spaces):
             self.structured_observation_space = obs_spaces[0]
-            self.single_observation_space = S.flatten_space(obs_spaces[0])
+            self.single_observation_space = flat_observation_space(obs_spaces[0])
         else:
             # Heterogeneous agents: rows of agent `a` unflatten with structured_observation_space[a].
             self.structured_observation_space = S.Dict(self.agent_observation_spaces)
             dim = max(S.flatdim(s) for s in obs_spaces)
             dtypes = {leaf.dtype for s in obs_spaces for leaf in S._layout(s)}
             dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
+            dtype = np.dtype(np.float32) if dtype == np.float64 else dtype
             low = np.full(dim, np.inf)
             high = np.full(dim, -np.inf)
             for s in obs_spaces:
@@ -607,7 +617,7 @@ class FlatNative:
                  buffers: dict[str, np.ndarray] | None = None, name: str | None = None, **kwargs: Any):
         self.name = name or cls.__name__
         self.structured_observation_space = cls.single_observation_space
-        self.single_observation_space = S.flatten_space(self.structured_observation_space)
+        self.single_observation_space = flat_observation_space(self.structured_observation_space)
         self.actions = ActionEmulator([cls.single_action_space])
         self.single_action_space = self.actions.space
         self.agents_per_env = int(getattr(cls, "agents_per_env", 1))

@@ -288,3 +288,26 @@ def test_pettingzoo_fixed_slots_padding_masks_and_per_agent_values():
     obs, rew, term, trunc, infos = env.step(np.array([0, 0, 0] * 2))
     assert env.envs[1].log[-1] == {"a": 0, "b": 0}  # c's row held no live agent: its action was dropped
     np.testing.assert_array_equal(rew, [1, 10, 0] * 2)
+
+
+def test_float64_observations_narrow_to_float32_and_box_actions_reshape():
+    class F64(gym.Env):
+        observation_space = gs.Box(-1, 1, (3,), np.float64)
+        action_space = gs.Box(-1, 1, (2, 2), np.float64)
+
+        def reset(self, seed=None, options=None):
+            return np.full(3, 0.25), {}
+
+        def step(self, action):
+            self.last = action
+            return np.full(3, 0.5), 0.0, False, False, {}
+
+    env = GymnasiumEnvs(F64, 2)
+    assert env.single_observation_space == S.Box(-1, 1, (3,), np.float32)
+    assert env.single_action_space == S.Box(-1, 1, (4,), np.float32)
+    assert env.reset()[0].dtype == np.float32
+    env.step(np.array([[0, 1, 2, -3]] * 2, np.float32))
+    assert env.envs[0].last.shape == (2, 2) and env.envs[0].last.dtype == np.float64
+    np.testing.assert_array_equal(env.envs[0].last, [[0, 1], [1, -1]])  # clipped to the bounds
+    with pytest.raises(SpaceError, match="not finite"):
+        env.step(np.full((2, 4), np.nan, np.float32))

@@ -90,7 +90,8 @@ def _worker(index: int, conn: Any, inherited: list[Any], raw: Any, layout: dict,
             num_envs: int, env_offset: int, row_slice: tuple[int, int], seed: int | None) -> None:
     # Ctrl-C reaches the whole process group; the main process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Close the main process's pipe ends inherited through fork, so its death shows up here as EOF.
+    # Close the pipe ends inherited through fork (the main process's and other workers'), so that the death
+    # of the main process shows up here as EOF, and ours over there.
     for c in inherited:
         c.close()
     lo, hi = row_slice
@@ -208,11 +209,14 @@ class Multiprocessing(VecEnv):
 
         pipes = [ctx.Pipe() for _ in range(self.num_workers)]
         self._conns = [parent for parent, _ in pipes]
-        inherited = self._conns if start_method == "fork" else []
         self._procs = []
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns)
         self._closed = False
         for w, (_, child) in enumerate(pipes):
+            # Under fork a worker inherits every pipe end made so far; it closes all but its own, so that a
+            # dead process reads as EOF at the other end of each pipe it used.
+            inherited = [c for i, pair in enumerate(pipes) for c in pair if c is not child] \
+                if start_method == "fork" else []
             p = ctx.Process(
                 target=_worker, name=f"puffer-{self.name}-{w}", daemon=True,
                 args=(w, child, inherited, self._raw, layout, factory, envs_per_worker, w * envs_per_worker,
@@ -266,9 +270,28 @@ class Multiprocessing(VecEnv):
         e = self.num_envs // self.num_workers
         return f"worker {w} (envs {w * e}..{(w + 1) * e - 1}, pid {self._procs[w].pid})"
 
+    def _died(self, w: int, detail: str = "") -> WorkerError:
+        self._procs[w].join(0.1)
+        return self._fail(f"{self.name}: {self._worker_desc(w)} died ({_signal_name(self._procs[w].exitcode)}){detail}")
+
+    def _store(self, w: int, data: bytes) -> None:
+        if data[:1] == b"E":
+            summary, tb = pickle.loads(data[1:])
+            raise self._fail(f"{self.name}: {self._worker_desc(w)} raised {summary}\n--- worker traceback ---\n{tb}")
+        self._results[w] = data
+
     def _wait(self, workers: set[int], any_group: bool = False) -> None:
         """Collect replies of `workers` into self._results; with any_group, stop once a busy group is complete."""
         pending = {w for w in workers if w not in self._results}
+        if self.timeout is None and not any_group:
+            # Fast path: plain blocking reads. A dead worker's pipe reads as EOF, since only it held the far end.
+            for w in sorted(pending):
+                try:
+                    data = self._conns[w].recv_bytes()
+                except (EOFError, OSError):
+                    raise self._died(w) from None
+                self._store(w, data)
+            return
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while pending:
             if any_group and any(all(w in self._results for w in self.groups[g]) for g in self._busy):
@@ -285,23 +308,15 @@ class Multiprocessing(VecEnv):
                 if w is None:
                     w = self._sentinel_index[obj]
                     if w in pending and not self._conns[w].poll():
-                        self._procs[w].join(0.1)
-                        raise self._fail(f"{self.name}: {self._worker_desc(w)} died "
-                                         f"({_signal_name(self._procs[w].exitcode)}) without reporting an error")
+                        raise self._died(w, " without reporting an error")
                     continue
                 if w not in pending:
                     continue
                 try:
                     data = obj.recv_bytes()
                 except (EOFError, OSError):
-                    self._procs[w].join(0.1)
-                    raise self._fail(f"{self.name}: {self._worker_desc(w)} died "
-                                     f"({_signal_name(self._procs[w].exitcode)})") from None
-                if data[:1] == b"E":
-                    summary, tb = pickle.loads(data[1:])
-                    raise self._fail(f"{self.name}: {self._worker_desc(w)} raised {summary}\n"
-                                     f"--- worker traceback ---\n{tb}")
-                self._results[w] = data
+                    raise self._died(w) from None
+                self._store(w, data)
                 pending.discard(w)
 
     # ---- results ------------------------------------------------------------------------------
@@ -344,9 +359,7 @@ class Multiprocessing(VecEnv):
             try:
                 self._conns[w].send_bytes(message)
             except (OSError, ValueError):
-                self._procs[w].join(0.1)
-                raise self._fail(f"{self.name}: {self._worker_desc(w)} died "
-                                 f"({_signal_name(self._procs[w].exitcode)})") from None
+                raise self._died(w) from None
 
     def _drain(self) -> None:
         """Wait out every batch in flight and discard it (before a synchronous reset)."""

@@ -1,0 +1,134 @@
+"""Env steps per second of puffer's vector backends against gymnasium's, counting every env step.
+
+    .venv/bin/python benchmarks/vector_throughput.py [--seconds 2] [--quick]
+
+1. puffer's native CartPole (serial) at 1024 and 4096 envs vs gymnasium's numpy-vectorized CartPole
+   (`gymnasium.make_vec("CartPole-v1", vectorization_mode="vector_entry_point")`).
+2. gymnasium's CartPole-v1 at 8 and 64 envs: puffer serial and multiprocessing (sync, and async with
+   half the envs per batch) vs gymnasium's SyncVectorEnv and AsyncVectorEnv.
+3. A heavy env (CartPole-v1 plus 200 us of busy work per step, like a physics simulator) at 16 envs,
+   where processes pay off; then `puffer.vector.autotune` on plain CartPole-v1 at 64 envs, which says
+   whether multiprocessing is worth it for an env that cheap.
+
+Actions are random and precomputed, so only the env and the vectorization are timed. Ratios are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import gymnasium
+import numpy as np
+
+import puffer
+from puffer.vector.autotune import autotune, measure
+
+
+def timed(step: Callable[[int], object], steps_per_call: int, seconds: float) -> float:
+    """Env steps per second of calling `step(i)` repeatedly for about `seconds`."""
+    for i in range(3):
+        step(i)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(8):
+            step(calls)
+            calls += 1
+    return calls * steps_per_call / (time.perf_counter() - start)
+
+
+class Busy(gymnasium.Wrapper):
+    """Adds `micros` microseconds of CPU work to every step (without sleeping, so it really costs CPU)."""
+
+    def __init__(self, env: gymnasium.Env, micros: float):
+        super().__init__(env)
+        self.seconds = micros * 1e-6
+
+    def step(self, action):
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return self.env.step(action)
+
+
+def heavy_cartpole() -> gymnasium.Env:
+    """CartPole-v1 costing about 200 us per step."""
+    return Busy(gymnasium.make("CartPole-v1"), 200)
+
+
+def gym_vec(env: gymnasium.vector.VectorEnv, n: int, seconds: float) -> float:
+    """Steps/s of a gymnasium vector env with random discrete actions."""
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 2, n) for _ in range(8)]
+    env.reset(seed=0)
+    try:
+        return timed(lambda i: env.step(actions[i % 8]), n, seconds)
+    finally:
+        env.close()
+
+
+def puffer_vec(seconds: float, *args, **kwargs) -> float:
+    """Steps/s of a puffer vector env."""
+    with puffer.make(*args, **kwargs) as env:
+        return measure(env, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per configuration")
+    parser.add_argument("--quick", action="store_true", help="0.3 s per configuration (a smoke run)")
+    args = parser.parse_args()
+    sec = 0.3 if args.quick else args.seconds
+    workers = min(2, os.cpu_count() or 1)
+    print(f"CPUs: {os.cpu_count()}, numpy {np.__version__}, gymnasium {gymnasium.__version__}, {sec}s per row")
+    rows: list[tuple[str, float]] = []
+
+    def report(label: str, sps: float, base: float | None = None, base_label: str = "") -> None:
+        ratio = f"  {sps / base:6.2f}x {base_label}" if base else ""
+        print(f"{label:62s} {sps:14,.0f} steps/s{ratio}", flush=True)
+        rows.append((label, sps))
+
+    print("\n## native CartPole vs gymnasium's numpy-vectorized CartPole")
+    for n in (1024, 4096):
+        gym_sps = gym_vec(gymnasium.make_vec("CartPole-v1", num_envs=n, vectorization_mode="vector_entry_point"),
+                          n, sec)
+        report(f"gymnasium make_vec vector_entry_point  n={n}", gym_sps)
+        report(f"puffer cartpole serial                 n={n}", puffer_vec(sec, "cartpole", num_envs=n),
+               gym_sps, "gymnasium")
+
+    print(f"\n## gymnasium CartPole-v1 envs: puffer vs gymnasium Sync/AsyncVectorEnv ({workers} workers)")
+    for n in (8, 64):
+        fns = [lambda: gymnasium.make("CartPole-v1")] * n
+        sync = gym_vec(gymnasium.vector.SyncVectorEnv(fns), n, sec)
+        report(f"gymnasium SyncVectorEnv                n={n}", sync)
+        asyn = gym_vec(gymnasium.vector.AsyncVectorEnv(fns), n, sec)
+        report(f"gymnasium AsyncVectorEnv               n={n}", asyn)
+        serial = puffer_vec(sec, "gym:CartPole-v1", num_envs=n)
+        report(f"puffer serial                          n={n}", serial, sync, "gym Sync")
+        mp_sync = puffer_vec(sec, "gym:CartPole-v1", num_envs=n, backend="multiprocessing", num_workers=workers)
+        report(f"puffer multiprocessing sync            n={n} w={workers}", mp_sync, asyn, "gym Async")
+        mp_async = puffer_vec(sec, "gym:CartPole-v1", num_envs=n, backend="multiprocessing", num_workers=workers,
+                              batch_size=n // 2)
+        report(f"puffer multiprocessing async b={n // 2:<3d}     n={n} w={workers}", mp_async, asyn, "gym Async")
+        print(f"{'':62s} multiprocessing/serial: sync {mp_sync / serial:.2f}x, async {mp_async / serial:.2f}x")
+
+    n = 16
+    print(f"\n## heavy env (CartPole-v1 + 200 us of work per step), n={n}, {workers} workers")
+    asyn = gym_vec(gymnasium.vector.AsyncVectorEnv([heavy_cartpole] * n), n, sec)
+    report(f"gymnasium AsyncVectorEnv               n={n}", asyn)
+    serial = puffer_vec(sec, heavy_cartpole, num_envs=n)
+    report(f"puffer serial                          n={n}", serial)
+    mp_sync = puffer_vec(sec, heavy_cartpole, num_envs=n, backend="multiprocessing", num_workers=workers)
+    report(f"puffer multiprocessing sync            n={n} w={workers}", mp_sync, serial, "serial")
+    mp_async = puffer_vec(sec, heavy_cartpole, num_envs=n, backend="multiprocessing", num_workers=workers,
+                          batch_size=n // 2)
+    report(f"puffer multiprocessing async b={n // 2:<3d}     n={n} w={workers}", mp_async, serial, "serial")
+
+    print("\n## puffer.vector.autotune('gym:CartPole-v1', num_envs=64)")
+    autotune("gym:CartPole-v1", num_envs=64, seconds=sec)
+
+
+if __name__ == "__main__":
+    main()
