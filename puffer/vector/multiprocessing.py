@@ -192,7 +192,6 @@ class Multiprocessing(VecEnv):
         self.batch_size = self._pick_batch(batch_size)
         workers_per_batch = self.batch_size // self.rows_per_worker
         self.groups = [list(range(g, g + workers_per_batch)) for g in range(0, self.num_workers, workers_per_batch)]
-        self._group_of = {w: gi for gi, ws in enumerate(self.groups) for w in ws}
 
         act_shape, act_dtype = self.action_emulator.buffer_layout(self.num_agents)
         layout, nbytes = _layout(self.num_agents, self.single_observation_space.shape[0],
