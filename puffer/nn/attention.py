@@ -48,9 +48,8 @@ def causal_attention(be: Any, q: Array, k: Array, v: Array) -> Array:
     xp = be.xp
     t, hd = q.shape[-2], q.shape[-1]
     scores = (q @ xp.matrix_transpose(k)) * (1.0 / math.sqrt(hd))
-    pos = xp.arange(t)
     # query i sees keys j <= i; the diagonal is always visible, so no row is fully masked
-    visible = xp.expand_dims(pos, axis=1) >= xp.expand_dims(pos, axis=0)
+    visible = xp.tril(xp.ones((t, t), dtype=xp.bool))
     scores = xp.where(visible, scores, xp.full_like(scores, -math.inf))
     return be.softmax(scores, axis=-1) @ v
 
