@@ -36,13 +36,50 @@ from tinygrad.uop.ops import Ops, UOp
 from puffer.backends import tinygrad_xp
 from puffer.backends.base import Array, Backend, check_grad_inputs, check_scalar_loss
 from puffer.errors import GradientError
-from puffer.tree import flatten, unflatten
 
 MAX_SIGNATURES = 8
 
 # True while a compiled function is being run or traced: value_and_grad then leaves its results lazy
 # so the whole step fuses into one schedule instead of realizing mid-step.
 _tracing = [False]
+
+
+# puffer.tree's flatten/unflatten recurse through closures, which makes reference cycles that keep the
+# leaf lists (and so the Tensors in them) alive until the next gc pass; `_Program.protect` would see those
+# dead outputs as kept and copy them. These versions recurse through module functions: no cycles.
+def _flatten_into(t: Any, leaves: list[Any]) -> Any:
+    if isinstance(t, dict):
+        keys = sorted(t)
+        return ("d", tuple(keys), tuple(_flatten_into(t[k], leaves) for k in keys))
+    if isinstance(t, (list, tuple)):
+        return ("l" if isinstance(t, list) else "t", len(t), tuple(_flatten_into(x, leaves) for x in t))
+    if t is None:
+        return ("n",)
+    leaves.append(t)
+    return ("*",)
+
+
+def flatten(tree: Any) -> tuple[list[Any], Any]:
+    """Leaves of `tree` and a spec to rebuild it, in puffer.tree's order and format."""
+    leaves: list[Any] = []
+    return leaves, _flatten_into(tree, leaves)
+
+
+def _unflatten_from(s: Any, it: Any) -> Any:
+    kind = s[0]
+    if kind == "*":
+        return next(it)
+    if kind == "n":
+        return None
+    if kind == "d":
+        return {k: _unflatten_from(c, it) for k, c in zip(s[1], s[2])}
+    children = [_unflatten_from(c, it) for c in s[2]]
+    return children if kind == "l" else tuple(children)
+
+
+def unflatten(spec: Any, leaves: list[Any]) -> Any:
+    """Rebuild the tree described by `spec` from `leaves`."""
+    return _unflatten_from(spec, iter(leaves))
 
 
 def _is_floating(dtype: Any) -> bool:
@@ -59,6 +96,8 @@ def _new_tensor(uop: UOp) -> Tensor:
 
 def _plain_buffer(u: UOp) -> UOp | None:
     """The BUFFER behind a realized, full, unviewed Tensor, else None."""
+    while u.op is Ops.DETACH:
+        u = u.src[0]
     if u.op is Ops.RESHAPE:
         u = u.src[0]
     return u if u.op is Ops.BUFFER and u.is_realized else None
@@ -241,7 +280,8 @@ class _Program:
                 raise
             self.entry.eager_only = True  # nothing to compute (outputs are inputs or constants)
             return
-        self.out_uops = [t.uop for t in ret]
+        # a realized detached output is DETACH(buffer): the data is the buffer's, so hand out the buffer
+        self.out_uops = [t.uop.src[0] if t.uop.op is Ops.DETACH else t.uop for t in ret]
         self.written = set(self.jit.captured._written_uops)
         in_set = set(self.in_bases)
         self.owned = []
@@ -284,7 +324,10 @@ class _Program:
             t.uop = t.uop.substitute(mapping)
 
     def replay(self, inputs: list[Tensor]) -> list[Tensor]:
-        self.jit(*inputs)
+        # straight to the captured program: TinyJit.__call__ re-validates every input with a graph rewrite
+        # (~50 us each, the largest per-step cost with 25 inputs); the signature key and `_jit_inputs`
+        # already guarantee what it checks (same shapes/dtypes/devices, distinct plain buffers)
+        self.jit.captured([t.uop.base for t in inputs], {})
         return self.hand_out(inputs)
 
     def hand_out(self, inputs: list[Tensor]) -> list[Tensor]:
