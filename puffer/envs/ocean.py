@@ -29,18 +29,18 @@ class Bandit(NativeEnv):
     solved_return = 0.7
     optimal_return = 0.8
     max_return = 1.0
+    p_best = 0.8
+    p_other = 0.2
 
     def __init__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None,
-                 best_arm: int = 2, p_best: float = 0.8, p_other: float = 0.2):
+                 best_arm: int = 2):
         super().__init__(num_envs, seed, buffers)
         n = self.single_action_space.n
         if not 0 <= best_arm < n:
             raise ValueError(f"Bandit: best_arm must be in [0, {n}), got {best_arm}")
-        if not 0.0 <= p_other < p_best <= 1.0:
-            raise ValueError(f"Bandit: need 0 <= p_other < p_best <= 1, got {p_other}, {p_best}")
         self.best_arm = best_arm
-        self._pay = np.full(n, p_other, np.float32)
-        self._pay[best_arm] = p_best
+        self._pay = np.full(n, self.p_other, np.float32)
+        self._pay[best_arm] = self.p_best
         self._success = np.zeros(self.num_agents, np.float32)
 
     def oracle_actions(self) -> np.ndarray:
