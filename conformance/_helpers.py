@@ -117,7 +117,7 @@ def numeric_grad(f: Callable[[dict[str, np.ndarray]], float], params: dict[str, 
     """Central finite differences of a float64 scalar function of a parameter dict."""
     grads = {}
     for k, v in params.items():
-        g = np.zeros_like(v, dtype=np.float64)
+        g = np.zeros(v.shape, dtype=np.float64)
         flat = g.reshape(-1)
         for i in range(v.size):
             plus = {**params, k: v.copy()}
@@ -138,7 +138,7 @@ def check_grad(tbe: Any, f: Callable[..., Any], params: dict[str, np.ndarray], *
     integer args keep their dtype.
     """
     ref_be = puffer.backend("numpy")
-    p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    p64 = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in params.items()}
     a64 = to_backend(ref_be, args, "float64")
 
     def ref_f(p):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ import puffer
 from conformance._helpers import ARRAY_BACKENDS, TRAINING_BACKENDS
 from conformance.known_failures import KNOWN_FAILURES
 
+_HERE = Path(__file__).resolve().parent
+GENERAL = "(any)"  # the summary row of tests that do not depend on a backend
 _SELECTED_KEY = pytest.StashKey[list]()
 # node id -> (backend, outcome); module-level because pytest_runtest_logreport gets no config
 _OUTCOMES: dict[str, tuple[str, str]] = {}
@@ -86,18 +89,32 @@ def tbe(request: pytest.FixtureRequest) -> puffer.backends.Backend:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # a training-only test when no training backend is selected (e.g. --backend numpy) is not a test
+    # of the selection at all: deselect it rather than report it as skipped
+    empty = [item for item in items if _has_empty_backend(item)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if not _has_empty_backend(item)]
     for item in items:
+        if _HERE not in item.path.parents:
+            continue  # the repository's other tests share the session
         callspec = getattr(item, "callspec", None)
-        if callspec is None:
-            continue
-        name = callspec.params.get("be", callspec.params.get("tbe"))
-        if name is None:
-            continue
+        params = callspec.params if callspec is not None else {}
+        name = params.get("be", params.get("tbe", GENERAL))
         # the backend travels with each report, so the summary counts by backend, not by parsing node ids
         item.user_properties.append(("puffer_backend", name))
         for backend, pattern, reason in KNOWN_FAILURES:
             if backend == name and re.search(pattern, item.name):
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"known {backend} bug: {reason}"))
+
+
+def _has_empty_backend(item: pytest.Item) -> bool:
+    if _HERE not in item.path.parents:
+        return False
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return False
+    return any(k in callspec.params and not isinstance(callspec.params[k], str) for k in ("be", "tbe"))
 
 
 def _outcome(report: pytest.TestReport) -> str | None:
@@ -138,7 +155,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.section("puffer conformance per backend", sep="=")
     header = f"{'backend':<10}" + "".join(f"{c:>9}" for c in columns) + f"{'total':>9}"
     tr.write_line(header)
-    for name in sorted(counts, key=lambda n: (ARRAY_BACKENDS + (n,)).index(n)):
+    for name in sorted(counts, key=lambda n: (*ARRAY_BACKENDS, n).index(n) if n != GENERAL else 99):
         c = counts[name]
         total = sum(c[k] for k in columns)
         tr.write_line(f"{name:<10}" + "".join(f"{c[k]:>9}" for k in columns) + f"{total:>9}")

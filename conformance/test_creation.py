@@ -20,7 +20,7 @@ def test_dtype_round_trip(be, dtype):
     x = data((2, 3), dtype, low=-5, high=5)
     out = be.asarray(x)
     assert_matches(be, out, x, rtol=0, atol=0, what=f"asarray({dtype})")
-    assert np.dtype(getattr(be.to_numpy(be.asarray(x, dtype=be.dtype(dtype))), "dtype")) == np.dtype(dtype)
+    assert np.dtype(be.to_numpy(be.asarray(x, dtype=be.dtype(dtype))).dtype) == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,14 +43,24 @@ def test_asarray_python_data(be):
     assert_matches(be, be.asarray([True, False], dtype=be.bool), np.array([True, False]))
 
 
-def test_asarray_copies_numpy_buffer(be):
-    """Changing the numpy source afterwards must not change the backend array (envs reuse buffers)."""
+def _aligned(n: int, alignment: int = 64) -> np.ndarray:
+    """A float32 array whose buffer starts on an `alignment`-byte boundary (zero-copy paths need that)."""
+    buf = np.zeros(4 * n + alignment, dtype=np.uint8)
+    offset = (-buf.ctypes.data) % alignment
+    return buf[offset:offset + 4 * n].view(np.float32)
+
+
+@pytest.mark.parametrize("alignment", [64, 4], ids=["aligned64", "aligned4"])
+def test_asarray_copies_numpy_buffer(be, alignment):
+    """Changing the numpy source afterwards must not change the backend array: envs overwrite their
+    observation buffers in place every step, so an aliased array would silently change stored data."""
     if be.name == "numpy":
         pytest.skip("the numpy reference's asarray is np.asarray, which shares the buffer by design")
-    x = np.arange(4, dtype=np.float32)
+    x = _aligned(16) if alignment == 64 else _aligned(17)[1:]
+    x[:] = np.arange(16)
     out = be.asarray(x)
     x[:] = -1
-    assert_matches(be, out, np.arange(4, dtype=np.float32))
+    assert_matches(be, out, np.arange(16, dtype=np.float32))
 
 
 def test_xp_asarray(be):
@@ -99,7 +109,8 @@ def test_arange(be, args, dtype):
     assert_matches(be, be.xp.arange(*args, dtype=be.dtype(dtype)), np.arange(*args, dtype=dtype))
 
 
-@pytest.mark.parametrize("num,endpoint", [(5, True), (4, False), (1, True), (0, True)], ids=["end", "noend", "one", "zero"])
+@pytest.mark.parametrize("num,endpoint", [(5, True), (4, False), (1, True), (0, True)],
+                         ids=["end", "noend", "one", "zero"])
 def test_linspace(be, num, endpoint):
     out = be.xp.linspace(-1.0, 2.0, num, dtype=be.float32, endpoint=endpoint)
     assert_matches(be, out, np.linspace(-1.0, 2.0, num, dtype=np.float32, endpoint=endpoint))

@@ -1,0 +1,71 @@
+"""The framework-import rule: only `puffer/backends/` may import torch, jax, jaxlib or tinygrad.
+
+Everything else is written once against a backend object; a stray `import torch` would tie an algorithm
+to one framework (and make `import puffer` fail where torch is not installed). The check parses each
+file, so the names inside strings, docstrings and comments do not count, while imports hidden inside
+functions, `try` blocks, `importlib.import_module("torch")` and `__import__("jax")` calls do.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+FRAMEWORKS = frozenset({"torch", "jax", "jaxlib", "tinygrad"})
+PACKAGE = Path(__file__).resolve().parent.parent / "puffer"
+ALLOWED = PACKAGE / "backends"
+
+
+def framework_imports(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
+    """(line, module) for every import of a framework in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                modules = [node.args[0].value]
+        found += [(node.lineno, m) for m in modules if m.split(".")[0] in FRAMEWORKS]
+    return found
+
+
+def _checked_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if ALLOWED not in p.parents)
+
+
+def test_no_framework_imports_outside_backends():
+    assert PACKAGE.is_dir(), f"puffer package not found at {PACKAGE}"
+    offenders = []
+    for path in _checked_files():
+        for line, module in framework_imports(path.read_text(encoding="utf-8"), str(path)):
+            offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}")
+    assert not offenders, "only puffer/backends/ may import torch, jax, jaxlib or tinygrad:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("import torch", ["torch"]),
+        ("import numpy, jax.numpy as jnp", ["jax.numpy"]),
+        ("from tinygrad.tensor import Tensor", ["tinygrad.tensor"]),
+        ("from jaxlib import xla_client", ["jaxlib"]),
+        ("def f():\n    try:\n        import torch.nn\n    except ImportError:\n        pass", ["torch.nn"]),
+        ("import importlib\nimportlib.import_module('tinygrad')", ["tinygrad"]),
+        ("__import__('jax')", ["jax"]),
+        ("'''import torch'''\n# import jax\nx = 'from tinygrad import Tensor'", []),
+        ("import torchvision_like_name_but_not\nfrom . import torch\nfrom .jax import x", []),
+        ("from puffer.backends import torch_backend", []),
+    ],
+    ids=["import", "alias", "from", "jaxlib", "nested", "import_module", "dunder", "strings_comments",
+         "lookalikes_relative", "puffer_module"],
+)
+def test_detector(source, expected):
+    """The checker itself: real imports are found, text that merely mentions a framework is not."""
+    assert [m for _, m in framework_imports(source)] == expected
