@@ -1,0 +1,134 @@
+"""Export a trained policy to ONNX, whichever backend trained it.
+
+The policy's single-source forward (`policy.step`, `head.mode`, `head.sample`) runs once on the
+recording `onnx` backend, which turns every array operation into an ONNX node. Parameters become
+initializers, the batch dimension is symbolic, observation normalization is folded into the graph,
+and the spaces, normalization statistics, puffer version, training backend and env travel in the
+model's metadata (read back by `puffer.deploy`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import puffer
+from puffer import checkpoint, spaces
+from puffer.deploy import FORMAT_VERSION, META
+from puffer.errors import ExportError
+from puffer.policies import LSTMPolicy, Policy, make_policy
+
+__all__ = ["export", "build_model", "state_names"]
+
+BATCH = "batch"
+
+
+def state_names(policy: Policy) -> tuple[str, ...]:
+    """Graph input names of the recurrent state (LSTM: h, c); outputs append `_out`."""
+    n = len(policy.initial_state(puffer.backend("numpy"), 1))
+    return ("h", "c") if isinstance(policy, LSTMPolicy) else tuple(f"state{i}" for i in range(n))
+
+
+def _norm_constants(obs_norm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    # exactly the float32 constants RunningNorm applies on the host during training
+    from puffer.algos.rollout import RunningNorm
+
+    mean = np.asarray(obs_norm["mean"], np.float64)
+    norm = RunningNorm(len(mean))
+    norm.load_state_dict(obs_norm)
+    return norm.mean.astype(np.float32), (1.0 / np.sqrt(norm.var + norm.eps)).astype(np.float32)
+
+
+def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space: spaces.Box,
+                obs_norm: dict[str, np.ndarray] | None = None, sample_graph: bool = False,
+                opset: int = 18, metadata: dict[str, str] | None = None) -> Any:
+    """Trace `policy` with numpy `params` into a validated `onnx.ModelProto` (no file is written)."""
+    import onnx
+
+    from puffer.backends.onnx_backend import OnnxBackend
+
+    expected = set(policy.init(None, 0))
+    if set(params) != expected:
+        raise ExportError(f"parameters {sorted(params)} do not fit the policy, which needs {sorted(expected)}")
+    be = OnnxBackend()
+    xp = be.xp
+    head = policy.head
+    obs_dim = int(observation_space.shape[0])
+    names = state_names(policy)
+    with be.trace():
+        obs = be.input("obs", observation_space.dtype, (BATCH, obs_dim))
+        state_init = policy.initial_state(puffer.backend("numpy"), 1)
+        state = tuple(be.input(n, np.float32, (BATCH, s.shape[-1])) for n, s in zip(names, state_init))
+        noise = be.input("noise", np.float32, (BATCH, head.noise_dim)) if sample_graph else None
+        p = {k: be.param(k, np.asarray(v, np.float32)) for k, v in sorted(params.items())}
+        x = xp.astype(obs, xp.float32)
+        if obs_norm is not None:
+            mean, inv_std = _norm_constants(obs_norm)
+            x = xp.clip((x - mean) * inv_std, min=-10.0, max=10.0)
+        dist, value, new_state = policy.step(be, p, x, state)
+        logits, mean_, log_std = dist
+        be.output("action", head.mode(be, dist))
+        if logits is not None:
+            be.output("logits", logits)
+        if mean_ is not None:
+            be.output("mean", mean_)
+            be.output("log_std", log_std + xp.zeros_like(mean_))
+        be.output("value", value)
+        for n, s in zip(names, new_state):
+            be.output(f"{n}_out", s)
+        if sample_graph:
+            actions, logp = head.sample(be, dist, noise)
+            be.output("sample_action", actions)
+            be.output("sample_log_prob", logp)
+        model = be.model("puffer_policy", opset=opset, doc="puffer policy: obs -> action, distribution, value")
+    onnx.helper.set_model_props(model, dict(metadata or {}))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the traced policy is not a valid ONNX model: {e}") from e
+    return model
+
+
+def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: bool = False, opset: int = 18) -> Path:
+    """Export the policy of a run or checkpoint directory to the ONNX file `to`; returns its path."""
+    groups, manifest = checkpoint.load(run_or_checkpoint_path)
+    obs_space = spaces.from_json(manifest["observation_space"])
+    act_space = spaces.from_json(manifest["action_space"])
+    cfg = manifest["config"]
+    policy = make_policy(obs_space, act_space, cfg["policy"], cfg["hidden_size"], cfg["num_layers"],
+                         cfg["activation"])
+    obs_norm = groups.get("obs_norm")
+    head = policy.head
+    names = state_names(policy)
+    hidden = [int(s.shape[-1]) for s in policy.initial_state(puffer.backend("numpy"), 1)]
+    norm_meta = None
+    if obs_norm is not None:
+        norm_meta = {"mean": np.asarray(obs_norm["mean"]).tolist(), "var": np.asarray(obs_norm["var"]).tolist(),
+                     "count": float(obs_norm["count"]), "clip": 10.0, "eps": 1e-8, "applied_in_graph": True}
+    meta = {
+        META["format"]: str(FORMAT_VERSION),
+        META["version"]: puffer.__version__,
+        META["observation_space"]: json.dumps(manifest["observation_space"]),
+        META["structured_observation_space"]: json.dumps(manifest.get("structured_observation_space")),
+        META["action_space"]: json.dumps(manifest["action_space"]),
+        META["obs_norm"]: json.dumps(norm_meta),
+        META["backend"]: str(manifest.get("backend")),
+        META["env"]: str(manifest.get("env")),
+        META["env_kwargs"]: json.dumps(cfg.get("env_kwargs", {})),
+        META["policy"]: json.dumps({"kind": cfg["policy"], "hidden_size": cfg["hidden_size"],
+                                    "num_layers": cfg["num_layers"], "activation": cfg["activation"],
+                                    "recurrent": policy.recurrent}),
+        META["head"]: json.dumps({"action_dim": head.action_dim, "num_discrete": head.num_discrete,
+                                  "num_continuous": head.num_continuous, "noise_dim": head.noise_dim}),
+        META["state"]: json.dumps([[n, h] for n, h in zip(names, hidden)]),
+        META["sample_graph"]: json.dumps(bool(sample_graph)),
+        META["step"]: str(manifest.get("step")),
+    }
+    model = build_model(policy, groups["params"], obs_space, obs_norm, sample_graph, opset, meta)
+    out = Path(to)
+    checkpoint.write_atomic(out, model.SerializeToString())
+    return out
