@@ -36,6 +36,15 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
     return conformance.run(args.backend or None, args.pytest_args)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from puffer.export import export
+
+    path = export(args.run, args.to, sample_graph=args.sample_graph, opset=args.opset)
+    print(f"exported {args.run} to {path}")
+    print(f"evaluate: puffer eval --policy {path} --backend onnxruntime")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `puffer` command."""
     parser = argparse.ArgumentParser(prog="puffer", description=__doc__)
@@ -51,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", action="append", help="backend to check (repeatable; default: all installed)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
     p.set_defaults(func=_cmd_conformance)
+
+    p = sub.add_parser("export", help="export a trained policy to ONNX (from any training backend)")
+    p.add_argument("run", help="run directory or checkpoint directory")
+    p.add_argument("--to", required=True, help="output .onnx file")
+    p.add_argument("--sample-graph", action="store_true", help="also export a sampling graph with a noise input")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the minimum)")
+    p.set_defaults(func=_cmd_export)
 
     from puffer.algos import cli as algo_cli
 

@@ -29,8 +29,11 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="run a trained policy and print the mean and std of its returns")
     p.add_argument("env", nargs="?", default=None, help="env name (default: the one the checkpoint was trained on)")
-    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
-    p.add_argument("--backend", default=None, help="backend to run on (default: the one it was trained on)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="run directory or checkpoint directory")
+    source.add_argument("--policy", help="exported .onnx policy (runs on the onnxruntime backend)")
+    p.add_argument("--backend", default=None,
+                   help="backend to run on (default: the one it was trained on; onnxruntime for --policy)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--seed", type=int, default=12345)
@@ -122,15 +125,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import puffer
     from puffer.algos.evaluate import CheckpointPolicy, run_episodes
 
-    actor = CheckpointPolicy(args.checkpoint, backend=args.backend, deterministic=not args.sample, seed=args.seed)
-    env_name = args.env or actor.meta["env"]
-    if args.env and args.env != actor.meta["env"]:
-        raise PufferError(f"checkpoint {args.checkpoint} was trained on {actor.meta['env']!r}, not {args.env!r}")
-    env = puffer.make(env_name, num_envs=args.num_envs, seed=args.seed, **actor.meta["config"].get("env_kwargs", {}))
+    if args.policy is not None:
+        if (args.backend or "onnxruntime") != "onnxruntime":
+            raise PufferError(f"an exported policy ({args.policy}) runs on the onnxruntime backend, not "
+                              f"{args.backend!r}; evaluate the run directory with --checkpoint to use {args.backend}")
+        be = puffer.backend("onnxruntime")
+        actor = be.load_policy(args.policy, deterministic=not args.sample, seed=args.seed)
+        source, trained_env, env_kwargs = args.policy, actor.env, actor.env_kwargs
+    else:
+        actor = CheckpointPolicy(args.checkpoint, backend=args.backend, deterministic=not args.sample, seed=args.seed)
+        be, source, trained_env = actor.be, args.checkpoint, actor.meta["env"]
+        env_kwargs = actor.meta["config"].get("env_kwargs", {})
+    env_name = args.env or trained_env
+    if args.env and args.env != trained_env:
+        raise PufferError(f"{source} was trained on {trained_env!r}, not {args.env!r}")
+    env = puffer.make(env_name, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
     try:
         returns = run_episodes(env, actor, args.episodes, seed=args.seed)
     finally:
         env.close()
-    print(f"{env_name} on {actor.be.name}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} "
+    print(f"{env_name} on {be.name}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} "
           f"over {len(returns)} episodes")
     return 0
