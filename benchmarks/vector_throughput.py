@@ -6,7 +6,7 @@
    (`gymnasium.make_vec("CartPole-v1", vectorization_mode="vector_entry_point")`).
 2. gymnasium's CartPole-v1 at 8 and 64 envs: puffer serial and multiprocessing (sync, and async with
    half the envs per batch) vs gymnasium's SyncVectorEnv and AsyncVectorEnv.
-3. A heavy env (CartPole-v1 plus 200 us of busy work per step, like a physics simulator) at 16 envs,
+3. A heavy env (CartPole-v1 plus 200 us of CPU time per step, like a physics simulator) at 16 envs,
    where processes pay off; then `puffer.vector.autotune` on plain CartPole-v1 at 64 envs, which says
    whether multiprocessing is worth it for an env that cheap.
 
@@ -40,15 +40,19 @@ def timed(step: Callable[[int], object], steps_per_call: int, seconds: float) ->
 
 
 class Busy(gymnasium.Wrapper):
-    """Adds `micros` microseconds of CPU work to every step (without sleeping, so it really costs CPU)."""
+    """Adds `micros` microseconds of CPU time to every step, like a physics simulator would.
+
+    Measured on the thread's CPU clock, not the wall clock, so the work stays the same when the machine
+    is shared and the process gets preempted.
+    """
 
     def __init__(self, env: gymnasium.Env, micros: float):
         super().__init__(env)
         self.seconds = micros * 1e-6
 
     def step(self, action):
-        end = time.perf_counter() + self.seconds
-        while time.perf_counter() < end:
+        end = time.thread_time() + self.seconds
+        while time.thread_time() < end:
             pass
         return self.env.step(action)
 
@@ -115,7 +119,7 @@ def main() -> None:
         print(f"{'':62s} multiprocessing/serial: sync {mp_sync / serial:.2f}x, async {mp_async / serial:.2f}x")
 
     n = 16
-    print(f"\n## heavy env (CartPole-v1 + 200 us of work per step), n={n}, {workers} workers")
+    print(f"\n## heavy env (CartPole-v1 + 200 us of CPU per step), n={n}, {workers} workers")
     asyn = gym_vec(gymnasium.vector.AsyncVectorEnv([heavy_cartpole] * n), n, sec)
     report(f"gymnasium AsyncVectorEnv               n={n}", asyn)
     serial = puffer_vec(sec, heavy_cartpole, num_envs=n)
