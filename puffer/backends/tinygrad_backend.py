@@ -214,12 +214,13 @@ class TinygradBackend(Backend):
             if eager:
                 _realize(list(params.values()))
             # a DETACH per key makes each parameter its own leaf (a key aliasing another's graph gets no
-            # gradient through it); one Tensor under two keys shares a DETACH node, so clone the repeats
+            # gradient through it). One Tensor under two keys would share its DETACH node (UOps are
+            # hash-consed), so a repeat gets DETACH(DETACH(..)): a distinct leaf that passes no gradient on.
             leaves, seen = {}, set()
             for k, v in params.items():
                 leaf = v.detach()
-                if leaf.uop in seen:
-                    leaf = leaf.clone()
+                while leaf.uop in seen:
+                    leaf = leaf.detach()
                 seen.add(leaf.uop)
                 leaves[k] = leaf
             out = f(leaves, *args, **kwargs)

@@ -5,6 +5,10 @@ add what the standard asks and tinygrad spells differently: `axis`/`keepdims` na
 default integer (sums, argmax, arange), float32 as the default float, and numerically careful
 `log1p`, `expm1` and `erf`, which tinygrad lacks or approximates. Type promotion is tinygrad's own
 JAX-style lattice (Python scalars are weak; int32 + float32 -> float32), which matches the JAX backend.
+
+Creation functions (zeros, full, arange, eye, ...) return lazy broadcast constants with no device of
+their own: they fuse into the kernels that use them and take those arrays' device, so their `device`
+argument only exists for the standard's signature. `asarray` puts data on `device` (default: tinygrad's).
 """
 
 from __future__ import annotations
@@ -171,7 +175,8 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 def full(shape: int | Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
     """An array of `shape` filled with `fill_value` (a lazy constant: no buffer until used)."""
     dtype = to_tinygrad_dtype(dtype) or _scalar_dtype(fill_value)
-    return Tensor.full(_shape(shape), fill_value, dtype=dtype, device=_device(device))
+    # buffer=False: a broadcast constant that fuses into whatever uses it (tinygrad's default materializes)
+    return Tensor.full(_shape(shape), fill_value, dtype=dtype, buffer=False)
 
 
 def zeros(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
@@ -220,7 +225,7 @@ def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
     n = builtins.max(0, math.ceil((stop - start) / step))
     if n == 0:
         return zeros((0,), dtype=dtype, device=device)
-    idx = Tensor.arange(n, dtype=int64 if dtype in _SIGNED + _UNSIGNED else dtype, device=_device(device))
+    idx = Tensor.arange(n, dtype=int64 if dtype in _SIGNED + _UNSIGNED else dtype)
     return (idx * step + start).cast(dtype) if (step, start) != (1, 0) else idx.cast(dtype)
 
 
@@ -233,7 +238,7 @@ def linspace(start: Any, stop: Any, /, num: int, *, dtype: Any = None, device: A
     div = (num - 1) if endpoint else num
     if div == 0:
         return full((1,), start, dtype=dtype, device=device)
-    i = Tensor.arange(num, dtype=dtype, device=_device(device))
+    i = Tensor.arange(num, dtype=dtype)
     out = start + i * ((stop - start) / div)
     return (i == num - 1).where(stop, out).cast(dtype) if endpoint else out.cast(dtype)
 
@@ -241,9 +246,8 @@ def linspace(start: Any, stop: Any, /, num: int, *, dtype: Any = None, device: A
 def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None, device: Any = None) -> Tensor:
     """A 2-D array with ones on the `k`-th diagonal."""
     n_cols = n_rows if n_cols is None else n_cols
-    dev = _device(device)
-    rows = Tensor.arange(n_rows, device=dev).reshape(n_rows, 1)
-    return (rows + k == Tensor.arange(n_cols, device=dev).reshape(1, n_cols)).cast(
+    rows = Tensor.arange(n_rows).reshape(n_rows, 1)
+    return (rows + k == Tensor.arange(n_cols).reshape(1, n_cols)).cast(
         to_tinygrad_dtype(dtype) or DEFAULT_FLOAT)
 
 
