@@ -369,7 +369,12 @@ def remainder(x1: Any, x2: Any, /) -> Tensor:
 
 def pow(x1: Any, x2: Any, /) -> Tensor:  # noqa: A001
     """x1 ** x2."""
-    return _t(x1) ** x2
+    x1 = _t(x1)
+    if x1.dtype in _SIGNED + _UNSIGNED and x1.dtype not in (int64, uint64) and isinstance(x2, Tensor) \
+            and not _is_float(x2.dtype):
+        # tinygrad 0.14's vectorized int32 pow does not compile (it assigns float4 to int4); int64 does
+        return (x1.cast(int64) ** x2.cast(int64)).cast(result_type(x1, x2))
+    return x1 ** x2
 
 
 def negative(x: Tensor, /) -> Tensor:
@@ -916,3 +921,29 @@ def sort(x: Tensor, /, *, axis: int = -1, descending: _pybool = False, stable: _
 def argsort(x: Tensor, /, *, axis: int = -1, descending: _pybool = False, stable: _pybool = True) -> Tensor:
     """Indices that sort `x` along `axis`, as int64."""
     return x.argsort(dim=axis, descending=descending).cast(int64)
+
+
+# ---- the standard's array-object protocol ----------------------------------------------------------------
+def _install_array_protocol() -> None:
+    """Give tinygrad.Tensor the array-object members algorithm code uses and tinygrad lacks.
+
+    Only missing members are added (never overriding tinygrad's own), so `x.mT`, `abs(x)`, `+x`,
+    `float(x)` and `x.__array_namespace__()` behave as on torch, JAX and numpy arrays.
+    """
+    import sys
+
+    members = {
+        "mT": property(lambda self: self.transpose(-1, -2)),
+        "__abs__": lambda self: self.abs(),
+        "__pos__": lambda self: self,
+        "__float__": lambda self: _pyfloat(self.item()),
+        "__int__": lambda self: _pyint(self.item()),
+        "__index__": lambda self: _pyint(self.item()),
+        "__array_namespace__": lambda self, api_version=None: sys.modules[__name__],
+    }
+    for name, member in members.items():
+        if not hasattr(Tensor, name):
+            setattr(Tensor, name, member)
+
+
+_install_array_protocol()
