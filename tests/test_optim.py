@@ -54,35 +54,42 @@ def scalar(be, v, dtype=np.float64):
 
 
 def run_torch(opt_cls, params, grads_seq, lrs, **kw):
-    """Parameters after feeding `grads_seq` to torch.optim with the learning rate changed every step."""
+    """Parameters after each step of feeding `grads_seq` to torch.optim, the learning rate changed every step."""
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     opt = opt_cls(list(tp.values()), lr=lrs[0], **kw)
+    out = []
     for grads, lr in zip(grads_seq, lrs):
         for group in opt.param_groups:
             group["lr"] = lr
         for k, p in tp.items():
             p.grad = torch.tensor(grads[k])
         opt.step()
-    return {k: p.detach().numpy() for k, p in tp.items()}
+        out.append({k: p.detach().numpy().copy() for k, p in tp.items()})
+    return out
 
 
 def run_puffer(be, opt, params, grads_seq, lrs, **kw):
+    """Parameters after each step of puffer's optimizer, and the final state."""
     p = to_be(be, params)
     state = opt.init(be, p)
+    out = []
     for grads, lr in zip(grads_seq, lrs):
         p, state = opt.update(be, p, to_be(be, grads), state, scalar(be, lr, np.float32), **kw)
-    return to_np(be, p), state
+        out.append(to_np(be, p))
+    return out, state
 
 
+# (id, optimizer, torch reference, hyperparameters, general): tinygrad, where each new kernel takes
+# ~0.5 s to generate, runs only the general cases, whose ops are a superset of the special ones'.
 CASES = [
-    ("adam", adam, torch.optim.Adam, {}),
-    ("adam-l2", adam, torch.optim.Adam, {"weight_decay": 0.1}),
-    ("adam-betas", adam, torch.optim.Adam, {"betas": (0.5, 0.9), "eps": 1e-3}),
-    ("adamw", adamw, torch.optim.AdamW, {}),
-    ("adamw-wd", adamw, torch.optim.AdamW, {"weight_decay": 0.3, "betas": (0.8, 0.99)}),
-    ("sgd", sgd, torch.optim.SGD, {}),
-    ("sgd-momentum", sgd, torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}),
-    ("sgd-nesterov", sgd, torch.optim.SGD, {"momentum": 0.8, "nesterov": True}),
+    ("adam", adam, torch.optim.Adam, {}, False),
+    ("adam-l2", adam, torch.optim.Adam, {"weight_decay": 0.1}, True),
+    ("adam-betas", adam, torch.optim.Adam, {"betas": (0.5, 0.9), "eps": 1e-3}, False),
+    ("adamw", adamw, torch.optim.AdamW, {}, False),
+    ("adamw-wd", adamw, torch.optim.AdamW, {"weight_decay": 0.3, "betas": (0.8, 0.99)}, True),
+    ("sgd", sgd, torch.optim.SGD, {}, False),
+    ("sgd-momentum", sgd, torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}, True),
+    ("sgd-nesterov", sgd, torch.optim.SGD, {"momentum": 0.8, "nesterov": True}, True),
 ]
 
 
@@ -93,19 +100,22 @@ def puffer_kwargs(kw: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("steps", [1, 5])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_matches_torch_optim_float64(be, case, steps):
-    _, opt, torch_cls, kw = case
+def test_matches_torch_optim_float64_after_one_and_several_steps(be, case):
+    _, opt, torch_cls, kw, general = case
+    if be.name == "tinygrad" and not general:
+        pytest.skip("special case: tinygrad runs the general cases only (kernel generation is slow)")
+    steps = 5
     params = np_params()
     r = np.random.default_rng(1)
     grads_seq = [{k: r.standard_normal(v.shape) for k, v in params.items()} for _ in range(steps)]
     lrs = [0.1 / (i + 1) for i in range(steps)]  # the lr changes every step, as under a schedule
     ref = run_torch(torch_cls, params, grads_seq, lrs, **kw)
     got, state = run_puffer(be, opt, params, grads_seq, lrs, **puffer_kwargs(kw))
-    for k in params:
-        assert got[k].dtype == np.float64 and got[k].shape == params[k].shape
-        np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, atol=1e-6)
+    for step in range(steps):
+        for k in params:
+            assert got[step][k].dtype == np.float64 and got[step][k].shape == params[k].shape
+            np.testing.assert_allclose(got[step][k], ref[step][k], rtol=1e-6, atol=1e-6, err_msg=f"step {step + 1}")
     assert float(be.to_numpy(state["step"])) == steps
     assert np.asarray(be.to_numpy(state["step"])).dtype == np.float32
 
