@@ -16,11 +16,25 @@ def add_commands(sub: Any) -> None:
     """Register the train and eval subcommands on an argparse subparsers object."""
     p = sub.add_parser("train", help="train a policy (default: PPO on the built-in CartPole)",
                        description="Train with PPO. Every PPOConfig field is a flag; unknown flags are errors.")
-    p.add_argument("env", nargs="?", default="cartpole", help="built-in env name, or gym:ID (default: cartpole)")
+    p.add_argument("env", nargs="?", default=None,
+                   help="built-in env name, or gym:ID (default: cartpole, or the resumed run's env)")
     p.add_argument("--algo", default="ppo", choices=["ppo"], help="algorithm (default: ppo)")
-    p.add_argument("--backend", default=None, help="torch, jax or tinygrad (default: jax if installed)")
+    p.add_argument("--backend", default=None,
+                   help="torch, jax or tinygrad (default: jax if installed, or the resumed run's backend)")
     p.add_argument("--steps", type=int, default=None, help="total env steps (alias of --total-steps)")
-    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<env>-<algo>-<backend>-<time>)")
+    p.add_argument("--run-dir", default=None,
+                   help="run directory (default: runs/<env>-<algo>-<backend>-<time>, or the resumed run's)")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue the run saved in RUN (a run or checkpoint directory, or hf://user/name) on any "
+                        "backend, with its config; flags given here override it (e.g. --steps)")
+    p.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: the run directory)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
+                   help="also save a checkpoint every STEPS env steps (default: only at the end)")
+    p.add_argument("--keep-last", type=_positive_int, default=None, metavar="N",
+                   help="keep only the newest N checkpoints, plus the best by mean return (default: keep all)")
+    p.add_argument("--log", default=None, choices=["tensorboard", "wandb", "none"],
+                   help="log training statistics: TensorBoard event files in the run directory, or W&B (offline "
+                        "unless WANDB_MODE=online) (default: none)")
     p.add_argument("--stop-at-return", type=float, default=None,
                    help="stop early once the mean return of the last 20 episodes reaches this")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -92,29 +106,90 @@ class Progress:
             self.live.stop()
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train, save the final checkpoint into the run directory, print a summary."""
-    from puffer import backends
-    from puffer.algos.trainer import PPO
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
-    cfg = config_from_args(args, PPOConfig())
+
+RUN_SETTINGS = ("run_dir", "checkpoint_every", "keep_last", "log")
+
+
+def _saved_settings(resume: str) -> dict[str, Any]:
+    """The run directory and `--checkpoint-every/--keep-last/--log` that the resumed run was started with."""
+    import json
+
+    if resume.startswith("hf://"):
+        return {}
+    path = Path(resume)
+    # a checkpoint directory run/checkpoints/<step> belongs to run
+    ckpt_dir = path.parent.parent if (path / "manifest.json").is_file() else path
+    f = ckpt_dir / "run.json"
+    saved = json.loads(f.read_text()) if f.is_file() else {}
+    return {"run_dir": str(ckpt_dir), **{k: saved[k] for k in RUN_SETTINGS if k in saved}}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train or resume a run: periodic and final checkpoints, optional logging, a summary at the end."""
+    from puffer import backends, checkpoint
+    from puffer.loggers import make_logger
+
+    settings: dict[str, Any] = {}
+    if args.resume:
+        manifest = checkpoint.read_manifest(args.resume)
+        cfg = config_from_args(args, PPOConfig.from_dict(manifest["config"]))
+        env_name = args.env or manifest["env"]
+        backend = args.backend or manifest["backend"]
+        settings = _saved_settings(args.resume)
+    else:
+        cfg = config_from_args(args, PPOConfig())
+        env_name = args.env or "cartpole"
+        backend = args.backend or backends.default_name()
+    # flags given now win over the resumed run's
+    settings.update({k: getattr(args, k) for k in RUN_SETTINGS if getattr(args, k) is not None})
     if args.steps is not None:
         cfg.total_steps = args.steps
-    backend = args.backend or backends.default_name()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.run_dir or f"runs/{args.env.replace(':', '_')}-{args.algo}-{backend}-{stamp}")
-    trainer = PPO(args.env, backend=backend, config=cfg)
-    progress = Progress(f"puffer train {args.env} ({backend})", args.quiet)
+    run_dir = Path(settings.get("run_dir") or f"runs/{env_name.replace(':', '_')}-{args.algo}-{backend}-{stamp}")
+    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir
+    every, keep_last, log = settings.get("checkpoint_every"), settings.get("keep_last"), settings.get("log") or "none"
+    if args.resume:
+        trainer = checkpoint.resume_trainer(manifest["path"], backend=backend, env=env_name, **cfg.to_dict())
+        how = "exactly" if trainer.resumed_exactly else "with a fresh env reset (its env state was not saved)"
+        print(f"resumed {manifest['path']} (saved on {manifest['backend']}) at step {trainer.global_step} on "
+              f"{backend}, {how}")
+    else:
+        from puffer.algos.trainer import PPO
+
+        trainer = PPO(env_name, backend=backend, config=cfg)
+    checkpoint.write_json(ckpt_dir / "run.json", {"run_dir": str(run_dir), "checkpoint_every": every,
+                                                  "keep_last": keep_last, "log": log})
+    logger = make_logger(log, run_dir, config={"env": env_name, "algo": args.algo, "backend": backend,
+                                               **cfg.to_dict()}, name=run_dir.name)
+    last_saved = {"step": trainer.global_step, "path": None}
+
+    def on_update(t: Any, stats: dict[str, float]) -> None:
+        logger.log(stats, t.global_step)
+        if every and t.global_step - last_saved["step"] >= every:
+            last_saved.update(step=t.global_step, path=t.save(ckpt_dir, keep_last=keep_last))
+
+    progress = Progress(f"puffer train {env_name} ({backend})", args.quiet)
     try:
-        stats = trainer.train(cfg.total_steps, stop_at_return=args.stop_at_return, progress=progress)
+        stats = trainer.train(cfg.total_steps, stop_at_return=args.stop_at_return, callback=on_update,
+                              progress=progress)
     finally:
         progress.close()
-    ckpt = trainer.save(run_dir)
+        logger.close()
+    ckpt = last_saved["path"]
+    if ckpt is None or last_saved["step"] != trainer.global_step:
+        ckpt = trainer.save(ckpt_dir, keep_last=keep_last)
     trainer.close()
-    print(f"trained {args.env} with {args.algo} on {backend}: {trainer.global_step} steps, mean return (last 20) "
+    print(f"trained {env_name} with {args.algo} on {backend}: {trainer.global_step} steps, mean return (last 20) "
           f"{trainer.mean_return(20):.2f}, {stats.get('sps', 0):.0f} steps/s")
     print(f"saved {ckpt}")
-    print(f"evaluate: puffer eval {args.env} --checkpoint {run_dir}")
+    print(f"evaluate: puffer eval {env_name} --checkpoint {ckpt_dir}")
+    print(f"continue: puffer train --resume {ckpt_dir} --steps {2 * cfg.total_steps}")
     return 0
 
 

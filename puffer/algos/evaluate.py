@@ -22,30 +22,15 @@ class Actor(Protocol):
     def act(self, obs: np.ndarray, state: Any = None) -> Any: ...
 
 
-class CheckpointPolicy:
-    """A trained policy loaded from a checkpoint, acting deterministically (or by sampling) on any backend."""
+class PolicyActor:
+    """A policy with fixed parameters acting on numpy observations, deterministically or by sampling."""
 
-    def __init__(self, path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0):
-        groups, meta = checkpoint.load(path)
-        self.meta = meta
-        self.be = puffer.backend(backend or meta.get("backend"))
-        self.observation_space = spaces.from_json(meta["observation_space"])
-        self.action_space = spaces.from_json(meta["action_space"])
-        cfg = meta["config"]
-        self.policy = make_policy(self.observation_space, self.action_space, cfg["policy"], cfg["hidden_size"],
-                                  cfg["num_layers"], cfg["activation"])
-        expected = set(self.policy.init(None, 0))
-        if set(groups["params"]) != expected:
-            raise PufferError(f"{path}: parameters {sorted(groups['params'])} do not fit the policy, which needs "
-                              f"{sorted(expected)}")
-        self.params = {k: self.be.asarray(v) for k, v in groups["params"].items()}
-        self.norm = None
-        if "obs_norm" in groups:
-            self.norm = RunningNorm(self.observation_space.shape[0])
-            self.norm.load_state_dict(groups["obs_norm"])
+    def __init__(self, be: Any, policy: Any, params: dict, action_space: Any, norm: RunningNorm | None = None,
+                 deterministic: bool = True, seed: int = 0):
+        self.be, self.policy, self.params, self.action_space, self.norm = be, policy, params, action_space, norm
+        self.obs_dim = policy.obs_dim
         self.deterministic = deterministic
         self.rng = np.random.Generator(np.random.PCG64(seed))
-        be, policy = self.be, self.policy
 
         def step(params, obs, state, starts, noise):
             dist, _, state = policy.step(be, params, obs, reset_state(be, state, starts))
@@ -55,6 +40,11 @@ class CheckpointPolicy:
 
         self._step = be.compile(step)
 
+    @property
+    def recurrent(self) -> bool:
+        """True when `act` takes and returns a state."""
+        return self.policy.recurrent
+
     def initial_state(self, batch: int) -> Any:
         """The recurrent state for `batch` rows (an empty tuple for MLPs)."""
         return self.policy.initial_state(self.be, batch)
@@ -62,9 +52,8 @@ class CheckpointPolicy:
     def act(self, obs: np.ndarray, state: Any = None, starts: np.ndarray | None = None) -> Any:
         """Env actions for `obs` `[B, D]`; recurrent policies take and return `state`."""
         obs = np.asarray(obs, np.float32)
-        if obs.ndim != 2 or obs.shape[1] != self.observation_space.shape[0]:
-            raise PufferError(f"observations must be [batch, {self.observation_space.shape[0]}] float32, "
-                              f"got shape {obs.shape}")
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise PufferError(f"observations must be [batch, {self.obs_dim}] float32, got shape {obs.shape}")
         if self.norm is not None:
             obs = self.norm(obs, np.empty_like(obs))
         b = len(obs)
@@ -74,13 +63,38 @@ class CheckpointPolicy:
         be = self.be
         actions, state = self._step(self.params, be.asarray(obs), state, be.asarray(starts), be.asarray(noise))
         env_actions = to_env_actions(self.action_space, be.to_numpy(actions))
-        return (env_actions, state) if self.policy.recurrent else env_actions
+        return (env_actions, state) if self.recurrent else env_actions
 
 
-def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000) -> list[float]:
-    """Returns of the first `episodes` episodes finished by `actor` on vector env `env`."""
+class CheckpointPolicy(PolicyActor):
+    """A trained policy loaded from a checkpoint (saved on any backend), run on any backend."""
+
+    def __init__(self, path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0):
+        groups, meta = checkpoint.load(path)
+        self.meta = meta
+        be = puffer.backend(backend or meta.get("backend"))
+        observation_space = spaces.from_json(meta["observation_space"])
+        action_space = spaces.from_json(meta["action_space"])
+        cfg = meta["config"]
+        policy = make_policy(observation_space, action_space, cfg["policy"], cfg["hidden_size"], cfg["num_layers"],
+                             cfg["activation"])
+        expected = set(policy.init(None, 0))
+        if set(groups["params"]) != expected:
+            raise PufferError(f"{path}: parameters {sorted(groups['params'])} do not fit the policy, which needs "
+                              f"{sorted(expected)}")
+        norm = None
+        if "obs_norm" in groups:
+            norm = RunningNorm(observation_space.shape[0])
+            norm.load_state_dict(groups["obs_norm"])
+        params = {k: be.asarray(v) for k, v in groups["params"].items()}
+        super().__init__(be, policy, params, action_space, norm, deterministic, seed)
+
+
+def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000,
+                 key: str = "episode_return") -> list[float]:
+    """`key` (default the return) of the first `episodes` episodes finished by `actor` on vector env `env`."""
     obs, _ = env.reset(seed=seed)
-    recurrent = getattr(getattr(actor, "policy", None), "recurrent", False) or getattr(actor, "recurrent", False)
+    recurrent = getattr(actor, "recurrent", False)
     state = actor.initial_state(env.num_agents) if recurrent else None
     starts = np.zeros(env.num_agents, np.float32)
     returns: list[float] = []
@@ -91,7 +105,7 @@ def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: 
             actions = actor.act(obs)
         obs, _, term, trunc, infos = env.step(actions)
         starts = (term | trunc).astype(np.float32)
-        returns.extend(float(e["episode_return"]) for e in infos.get("episodes", ()))
+        returns.extend(float(e.get(key, np.nan)) for e in infos.get("episodes", ()))
         if len(returns) >= episodes:
             return returns[:episodes]
     raise PufferError(f"only {len(returns)} of {episodes} episodes finished within {max_steps} steps")

@@ -374,6 +374,20 @@ class PPO:
                 break
         return stats
 
+    def evaluate(self, episodes: int = 100, deterministic: bool = True, seed: int = 12345,
+                 key: str = "episode_return") -> float:
+        """Mean `key` over `episodes` fresh episodes of the current policy (a separate env, same settings)."""
+        from puffer.algos.evaluate import PolicyActor, run_episodes
+
+        cfg = self.config
+        actor = PolicyActor(self.be, self.policy, self.params, self.env.single_action_space, self.obs_norm,
+                            deterministic, seed)
+        env = puffer.make(self.env_name, num_envs=min(cfg.num_envs, episodes), seed=seed, **cfg.env_kwargs)
+        try:
+            return float(np.mean(run_episodes(env, actor, episodes, seed=seed, key=key)))
+        finally:
+            env.close()
+
     # ---- state ------------------------------------------------------------------------------
     def numpy_params(self) -> dict[str, np.ndarray]:
         """Parameters as numpy arrays (backend-neutral)."""
@@ -391,10 +405,20 @@ class PPO:
         if opt_state is not None:
             self.opt_state = tree_map(self.be.asarray, dict(opt_state))
 
+    def _env_state(self) -> dict[str, Any] | None:
+        """The env's state between updates, or None where it cannot be saved (async rollouts, gymnasium envs)."""
+        if self._obs is None or not self.sync or not hasattr(self.env, "state_dict"):
+            return None
+        try:
+            return self.env.state_dict()
+        except PufferError:
+            return None
+
     def checkpoint_meta(self) -> dict[str, Any]:
         """Everything but tensors that a checkpoint needs to rebuild and resume this trainer."""
         env = self.env
         structured = getattr(env, "structured_observation_space", None)
+        env_state = self._env_state()
         return {
             "algo": self.algo, "env": self.env_name, "backend": self.be.name, "config": self.config.to_dict(),
             "observation_space": env.single_observation_space.to_json(),
@@ -402,31 +426,70 @@ class PPO:
             "structured_observation_space": structured.to_json() if structured is not None else None,
             "global_step": self.global_step, "updates": self.updates, "rng": self.rng.bit_generator.state,
             "mean_return": self.mean_return(20), "episodes": list(self.episodes),
+            "env_state": None if env_state is None else checkpoint.split_state(env_state)[1],
         }
 
     def checkpoint_groups(self) -> dict[str, dict[str, np.ndarray]]:
-        """Backend-neutral tensors: parameters, optimizer state, observation-normalization statistics."""
+        """Backend-neutral tensors: parameters, optimizer state, obs-normalization statistics, env and rollout state."""
         groups = {"params": self.numpy_params(), "opt_state": self.numpy_opt_state()}
         if self.obs_norm is not None:
             groups["obs_norm"] = self.obs_norm.state_dict()
+        env_state = self._env_state()
+        if env_state is not None:
+            # What the next rollout continues from: the env, its current observations, episode-start
+            # flags and the recurrent state, so that a resumed run repeats an uninterrupted one.
+            resume = {f"env.{k}": v for k, v in checkpoint.split_state(env_state)[0].items()}
+            resume["trainer.obs"] = np.array(self._obs, copy=True)
+            resume["trainer.starts"] = self._starts.copy()
+            for i, s in enumerate(self._state):
+                resume[f"trainer.state.{i}"] = np.asarray(self.be.to_numpy(s))
+            groups["resume"] = resume
         return groups
 
-    def save(self, run_dir: str) -> Any:
-        """Write a checkpoint of the current state into `run_dir`; returns its directory."""
-        return checkpoint.save(run_dir, self.global_step, self.checkpoint_groups(), self.checkpoint_meta())
+    def save(self, run_dir: str, keep_last: int | None = None) -> Any:
+        """Write a checkpoint of the current state into `run_dir` (keeping the last `keep_last` and the best)."""
+        return checkpoint.save(run_dir, self.global_step, self.checkpoint_groups(), self.checkpoint_meta(),
+                               keep_last=keep_last)
 
     def restore(self, path: str) -> None:
-        """Resume from a checkpoint saved on any backend (spaces must match this trainer's env)."""
+        """Resume from a checkpoint saved on any backend; checks everything before changing anything.
+
+        With the env and rollout state saved (serial native envs, same num_envs), training continues
+        exactly as if never interrupted (`self.resumed_exactly`); otherwise the env starts afresh.
+        """
         groups, meta = checkpoint.load(path)
         for key in ("observation_space", "action_space"):
             mine = getattr(self.env, f"single_{key}").to_json()
             if meta[key] != mine:
-                raise PufferError(f"checkpoint {path} was trained with {key} {meta[key]}, this env has {mine}")
+                raise PufferError(f"checkpoint {path} was trained with {key} {meta[key]}, but this env "
+                                  f"({self.env_name}) has {mine}")
+        for name, mine in (("params", self.params), ("opt_state", self.opt_state)):
+            theirs = groups.get(name, {})
+            want = {k: tuple(v.shape) for k, v in mine.items()}
+            got = {k: tuple(v.shape) for k, v in theirs.items()}
+            if want != got:
+                raise PufferError(f"checkpoint {path}: its {name} do not fit this trainer "
+                                  f"({checkpoint.describe_mismatch(want, got)})")
+        resume, env_values = groups.get("resume"), meta.get("env_state")
+        exact = (resume is not None and env_values is not None and self.sync and hasattr(self.env, "load_state_dict")
+                 and resume["trainer.starts"].shape == self._starts.shape)
+        if exact:
+            state = tuple(resume[f"trainer.state.{i}"] for i in range(len(self._state)))
+            for saved, s in zip(state, self._state):
+                if saved.shape != tuple(s.shape):
+                    raise PufferError(f"checkpoint {path}: recurrent state {saved.shape} does not fit {tuple(s.shape)}")
+            # Validates the whole env state before writing any of it.
+            self.env.load_state_dict(checkpoint.join_state(
+                {k[4:]: v for k, v in resume.items() if k.startswith("env.")}, env_values))
+            self._obs, self._starts = resume["trainer.obs"], resume["trainer.starts"].copy()
+            self._state = tuple(self.be.asarray(s) for s in state)
+        self.resumed_exactly = exact
         self.load_numpy(groups["params"], groups["opt_state"])
         if self.obs_norm is not None and "obs_norm" in groups:
             self.obs_norm.load_state_dict(groups["obs_norm"])
         self.global_step, self.updates = int(meta["global_step"]), int(meta["updates"])
         self.rng.bit_generator.state = meta["rng"]
+        self.episodes.clear()
         self.episodes.extend(meta.get("episodes", ()))
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ _NP_TO_TORCH = {
 
 
 class TorchBackend(Backend):
-    """Trains with torch autograd; `compile` is eager unless PUFFER_TORCH_COMPILE=1 opts into torch.compile."""
+    """Trains with torch autograd; eager unless PUFFER_TORCH_COMPILE=1; one CPU thread unless PUFFER_TORCH_THREADS."""
 
     name = "torch"
     can_train = True
@@ -33,6 +33,13 @@ class TorchBackend(Backend):
         super().__init__(device)
         self._device = torch.device(device)
         self._use_torch_compile = os.environ.get("PUFFER_TORCH_COMPILE", "0") == "1"
+        # RL networks are small: intra-op threads cost more in wake-ups than they save, and with the
+        # env and other processes on the same cores they thrash (a CartPole run took 5x longer with 2)
+        threads = os.environ.get("PUFFER_TORCH_THREADS")
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        elif device == "cpu":
+            torch.set_num_threads(1)
 
     def _is_native_dtype(self, dtype) -> bool:
         return isinstance(dtype, torch.dtype)
