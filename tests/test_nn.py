@@ -319,6 +319,16 @@ def test_categorical_matches_torch(be):
     assert mode.dtype == np.int64 and np.array_equal(mode, logits.argmax(-1))
 
 
+def test_masked_logits_are_never_sampled_and_keep_entropy_finite(be):
+    d = distributions.Categorical(4)
+    logits = np.array([[0.5, -np.inf, 1.0, -np.inf]] * 3, dtype=np.float32)
+    lg = arr(be, logits)
+    ref = torch.distributions.Categorical(logits=tt(logits))
+    np.testing.assert_allclose(to_np(be, d.entropy(be, lg)), ref.entropy().numpy(), rtol=1e-6)
+    u = np.array([0.0, 0.5, np.nextafter(np.float32(1), 0)], np.float32)
+    assert set(to_np(be, d.sample(be, lg, be.asarray(u))).tolist()) <= {0, 2}
+
+
 def test_multicategorical_matches_torch(be):
     d = distributions.MultiCategorical([3, 2, 4])
     assert d.nvec == (3, 2, 4) and d.param_size == 9

@@ -35,8 +35,12 @@ def _categorical_log_prob(be: Any, logits: Array, actions: Array) -> Array:
 
 
 def _categorical_entropy(be: Any, logits: Array) -> Array:
+    xp = be.xp
     logp = be.log_softmax(logits, axis=-1)
-    return -be.xp.sum(be.xp.exp(logp) * logp, axis=-1)
+    # a logit of -inf (a masked action) has p = 0 and log p = -inf; clamping log p to the lowest finite
+    # value makes its term 0 * finite = 0 instead of NaN, as torch.distributions.Categorical does
+    finite = xp.clip(logp, min=float(xp.finfo(logp.dtype).min))
+    return -xp.sum(xp.exp(logp) * finite, axis=-1)
 
 
 def _categorical_sample(be: Any, logits: Array, u: Array) -> Array:
@@ -52,7 +56,10 @@ def _categorical_sample(be: Any, logits: Array, u: Array) -> Array:
 
 @dataclass(frozen=True)
 class Categorical:
-    """One categorical over `n` actions; params are logits [..., n], actions int [...]."""
+    """One categorical over `n` actions; params are logits [..., n], actions int [...].
+
+    Mask an invalid action with a logit of -inf: it is never sampled and the entropy stays finite.
+    """
 
     n: int
 
