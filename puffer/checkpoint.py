@@ -1,19 +1,24 @@
 """Backend-neutral checkpoints: a directory with a JSON manifest and safetensors files (no pickle).
 
-Layout of a run directory:
-    run/config.json                      algorithm, env, backend and config of the run
-    run/checkpoints/<step>/manifest.json format version, puffer version, spaces, counters, RNG, checksums
-    run/checkpoints/<step>/params.safetensors, opt_state.safetensors, extra.safetensors
-    run/LATEST                           name of the newest complete checkpoint
-Every file is written to a temporary name, fsynced and renamed, and LATEST moves last, so a
-process killed mid-save leaves the previous checkpoint loadable.
+Layout of a run's checkpoint directory:
+    run/checkpoints/<step>/manifest.json  format version, puffer version, config, spaces, counters, RNG, checksums
+    run/checkpoints/<step>/<group>.safetensors   params, opt_state, obs_norm, env and trainer state
+    run/LATEST                            name of the newest complete checkpoint
+    run/BEST                              name of the checkpoint with the highest mean return
+A checkpoint is written into a temporary directory (every file fsynced), which is then renamed into
+place; LATEST and BEST move after that. A process killed mid-save therefore leaves at most a stray
+temporary directory (removed by the next save) and the previous checkpoint loadable.
+A checkpoint path may also be `hf://user/name[@revision]`: it is downloaded from the Hugging Face Hub
+into a local cache first (see `puffer.hub`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,11 @@ import numpy as np
 import puffer
 from puffer.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this puffer can read; older ones are migrated on load by _MIGRATIONS[v] (v -> v + 1).
+OLDEST_READABLE = 1
+CHECKPOINTS = "checkpoints"
+TMP_PREFIX = ".tmp-"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -39,16 +48,32 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory holding the entry is synced.
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write `obj` as indented JSON."""
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    write_atomic(path, _json_bytes(obj))
 
 
 def _json_default(o: Any) -> Any:
@@ -62,66 +87,269 @@ def _json_default(o: Any) -> Any:
 def _tensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     from safetensors.numpy import save
 
-    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    # np.ascontiguousarray would turn 0-d arrays (e.g. Adam's step count) into shape (1,)
+    return save({k: np.require(v, requirements="C") for k, v in arrays.items()})
 
 
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+def _read_tensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
     try:
-        return dict(load(path.read_bytes()))
+        return dict(load(data))
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
-def save(run_dir: str | Path, step: int, groups: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> Path:
-    """Save tensor `groups` (e.g. params, opt_state) and JSON `meta` as checkpoint `step`; returns its path."""
+# ---- state dicts: arrays go to safetensors, everything else to the manifest ------------------------
+def split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Split a state dict into (numpy arrays for safetensors, JSON-serializable rest)."""
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    return arrays, {k: v for k, v in state.items() if k not in arrays}
+
+
+def describe_mismatch(want: dict[str, tuple], got: dict[str, tuple]) -> str:
+    """What differs between two {name: shape} maps, briefly: missing and unexpected names, wrong shapes."""
+    parts = []
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"unexpected {extra}")
+    wrong = [f"{k}: {got[k]} instead of {want[k]}" for k in sorted(set(want) & set(got)) if want[k] != got[k]]
+    if wrong:
+        parts.append("wrong shapes " + ", ".join(wrong))
+    return "; ".join(parts) or "nothing"
+
+
+def join_state(arrays: dict[str, np.ndarray] | None, values: dict[str, Any] | None) -> dict[str, Any]:
+    """Inverse of `split_state`."""
+    return {**(values or {}), **(arrays or {})}
+
+
+# ---- saving ------------------------------------------------------------------------------------
+def _checkpoint_name(step: int) -> str:
+    return f"{int(step):012d}"
+
+
+def save(run_dir: str | Path, step: int, groups: dict[str, dict[str, np.ndarray]], meta: dict[str, Any],
+         keep_last: int | None = None) -> Path:
+    """Save tensor `groups` and JSON `meta` as checkpoint `step` of `run_dir`; returns its directory.
+
+    `meta["mean_return"]` ranks checkpoints for BEST. With `keep_last`, only the newest `keep_last`
+    checkpoints and the best one are kept.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise CheckpointError(f"keep_last={keep_last}: keep at least the newest checkpoint (1 or more)")
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / f"{int(step):012d}"
-    checksums = {}
-    for name, arrays in groups.items():
-        data = _tensors_bytes(arrays)
-        write_atomic(ckpt / f"{name}.safetensors", data)
-        checksums[f"{name}.safetensors"] = hashlib.sha256(data).hexdigest()
-    manifest = {"format_version": FORMAT_VERSION, "puffer_version": puffer.__version__, "step": int(step),
-                "groups": sorted(groups), "sha256": checksums, **meta}
-    write_json(ckpt / "manifest.json", manifest)
-    write_atomic(run_dir / "LATEST", ckpt.name.encode())
-    return ckpt
+    root = run_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(root)
+    name = _checkpoint_name(step)
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}{name}-"))
+    try:
+        checksums = {}
+        for group, arrays in groups.items():
+            data = _tensors_bytes(arrays)
+            _write_synced(tmp / f"{group}.safetensors", data)
+            checksums[f"{group}.safetensors"] = hashlib.sha256(data).hexdigest()
+        manifest = {**meta, "format_version": FORMAT_VERSION, "puffer_version": puffer.__version__,
+                    "step": int(step), "groups": sorted(groups), "sha256": checksums}
+        _write_synced(tmp / "manifest.json", _json_bytes(manifest))
+        _fsync_dir(tmp)
+        if final.exists():
+            # Saving the same step again (e.g. a final save right after a periodic one): swap it out.
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}old-{name}-"))
+            os.replace(final, old / name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_atomic(run_dir / "LATEST", name.encode())
+    _update_best(run_dir, name, manifest.get("mean_return"))
+    if keep_last is not None:
+        prune(run_dir, keep_last)
+    return final
 
 
-def resolve(path: str | Path) -> Path:
-    """The checkpoint directory for a run directory (its LATEST) or a checkpoint directory itself."""
+def _remove_stale_tmp(root: Path) -> None:
+    # Leftovers of a save that was killed; one run directory has one writer at a time.
+    for p in root.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _update_best(run_dir: Path, name: str, mean_return: Any) -> None:
+    if not _finite(mean_return):
+        return
+    best = best_checkpoint(run_dir)
+    if best is not None:
+        try:
+            best_return = json.loads((best / "manifest.json").read_text()).get("mean_return")
+        except (OSError, json.JSONDecodeError):
+            best_return = None
+        if best.name != name and _finite(best_return) and best_return >= mean_return:
+            return
+    write_atomic(run_dir / "BEST", name.encode())
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _pointer(run_dir: Path, file: str) -> Path | None:
+    f = run_dir / file
+    if not f.is_file():
+        return None
+    ckpt = run_dir / CHECKPOINTS / f.read_text().strip()
+    return ckpt if (ckpt / "manifest.json").is_file() else None
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest mean return so far (None before any had a finite one)."""
+    return _pointer(Path(run_dir), "BEST")
+
+
+def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints and the best one; returns what was deleted."""
+    run_dir = Path(run_dir)
+    all_ckpts = checkpoints(run_dir)
+    keep = {p.name for p in all_ckpts[-keep_last:]}
+    for pointer in ("LATEST", "BEST"):
+        p = _pointer(run_dir, pointer)
+        if p is not None:
+            keep.add(p.name)
+    removed = [p for p in all_ckpts if p.name not in keep]
+    for p in removed:
+        # Rename first so a half-deleted directory never looks like a complete checkpoint.
+        doomed = p.with_name(f"{TMP_PREFIX}del-{p.name}")
+        os.replace(p, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed
+
+
+# ---- loading -----------------------------------------------------------------------------------
+def resolve(path: str | Path, which: str = "latest") -> Path:
+    """The checkpoint directory for a checkpoint, a run directory (its latest or best) or an hf:// reference."""
+    if which not in ("latest", "best"):
+        raise CheckpointError(f"which={which!r}: choose 'latest' or 'best'")
+    if isinstance(path, str) and path.startswith("hf://"):
+        from puffer import hub
+
+        path = hub.download(path)
     path = Path(path)
     if (path / "manifest.json").is_file():
         return path
-    latest = path / "LATEST"
-    if latest.is_file():
-        return path / "checkpoints" / latest.read_text().strip()
+    if which == "best":
+        best = best_checkpoint(path)
+        if best is not None:
+            return best
+    latest = _pointer(path, "LATEST")
+    if latest is not None:
+        return latest
+    # LATEST is written after the rename, so a kill in between leaves a newer complete checkpoint.
+    found = checkpoints(path)
+    if found:
+        return found[-1]
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
-    raise CheckpointError(f"{path}: neither a checkpoint (no manifest.json) nor a run directory (no LATEST)")
+    raise CheckpointError(f"{path}: neither a checkpoint (no manifest.json) nor a run directory with checkpoints")
 
 
-def load(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Load a checkpoint: (tensor groups, manifest); verifies format version and checksums."""
-    ckpt = resolve(path)
+def _migrate_1(manifest: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 saved no env or in-flight trainer state: such a checkpoint resumes from a fresh env reset.
+    return {**manifest, "format_version": 2, "env_state": None, "trainer_state": None}
+
+
+_MIGRATIONS = {1: _migrate_1}
+
+
+def migrate(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
+    """Bring a manifest of an older format version up to FORMAT_VERSION, or refuse naming what is needed."""
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{where}: unknown checkpoint format version {version!r}; this puffer "
+                              f"({puffer.__version__}) reads versions {OLDEST_READABLE} to {FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where}: checkpoint format version {version} was written by a newer puffer; this "
+                              f"puffer ({puffer.__version__}) reads versions {OLDEST_READABLE} to {FORMAT_VERSION}: "
+                              f"upgrade puffer to one that reads version {version}")
+    if version < OLDEST_READABLE:
+        raise CheckpointError(f"{where}: checkpoint format version {version} is too old; this puffer "
+                              f"({puffer.__version__}) reads versions {OLDEST_READABLE} to {FORMAT_VERSION}: "
+                              f"load it with a puffer that reads version {version} and save it again")
+    while manifest["format_version"] < FORMAT_VERSION:
+        manifest = _MIGRATIONS[manifest["format_version"]](manifest)
+    return manifest
+
+
+def read_manifest(path: str | Path, which: str = "latest") -> dict[str, Any]:
+    """The (migrated) manifest of a checkpoint without loading its tensors."""
+    ckpt = resolve(path, which)
     mpath = ckpt / "manifest.json"
     try:
         manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{mpath}: unreadable manifest ({e})") from e
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{mpath}: checkpoint format version {version!r} is not supported; this puffer "
-                              f"({puffer.__version__}) reads version {FORMAT_VERSION}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{mpath}: unreadable manifest, the file is truncated or corrupt ({e})") from e
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{mpath}: the manifest is not a JSON object, the file is corrupt")
+    manifest = migrate(manifest, mpath)
+    for key in ("groups", "sha256", "step"):
+        if key not in manifest:
+            raise CheckpointError(f"{mpath}: the manifest lacks {key!r}, the file is corrupt")
+    manifest["path"] = str(ckpt)
+    return manifest
+
+
+def load(path: str | Path, which: str = "latest") -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Load a checkpoint: (tensor groups, manifest); every file is checksum-verified before anything is returned."""
+    manifest = read_manifest(path, which)
+    ckpt = Path(manifest["path"])
     groups = {}
     for name in manifest["groups"]:
         f = ckpt / f"{name}.safetensors"
-        if not f.is_file():
-            raise CheckpointError(f"{f}: missing from checkpoint")
-        digest = hashlib.sha256(f.read_bytes()).hexdigest()
-        if digest != manifest["sha256"].get(f.name):
-            raise CheckpointError(f"{f}: checksum mismatch, the file is corrupt or was changed after saving")
-        groups[name] = _read_tensors(f)
+        try:
+            data = f.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"{f}: missing from checkpoint") from None
+        if hashlib.sha256(data).hexdigest() != manifest["sha256"].get(f.name):
+            raise CheckpointError(f"{f}: checksum mismatch, the file is truncated, corrupt or was changed after "
+                                  "saving")
+        groups[name] = _read_tensors(f, data)
     return groups, manifest
+
+
+def resume_trainer(path: str | Path, backend: str | None = None, env: Any = None, **config_overrides: Any) -> Any:
+    """A trainer rebuilt from a checkpoint's config and restored, on `backend` (default: the one it was saved on).
+
+    `env` defaults to the env name saved in the checkpoint; `config_overrides` replace config fields
+    (e.g. `total_steps=1_000_000`). Any training backend can resume a checkpoint of any other.
+    """
+    manifest = read_manifest(path)
+    algo = manifest.get("algo", "ppo")
+    if algo != "ppo":
+        raise CheckpointError(f"{manifest['path']}: algorithm {algo!r} cannot be resumed by this puffer (ppo only)")
+    from puffer.algos.config import PPOConfig
+    from puffer.algos.trainer import PPO
+
+    config = PPOConfig.from_dict({**manifest["config"], **config_overrides})
+    trainer = PPO(env if env is not None else manifest["env"], backend=backend or manifest.get("backend"),
+                  config=config)
+    try:
+        trainer.restore(manifest["path"])
+    except BaseException:
+        trainer.close()
+        raise
+    return trainer

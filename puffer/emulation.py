@@ -671,6 +671,16 @@ class FlatNative:
             infos["final_observation"] = fo.reshape(self.num_agents, -1)
         return self.observations, self.rewards, self.terminals, self.truncations, infos
 
+    def state_dict(self) -> dict[str, Any]:
+        """The native env's state (see `NativeEnv.state_dict`)."""
+        return self.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the native env's state; our flat observations follow from its own."""
+        self.env.load_state_dict(state)
+        if not self._direct:
+            self._flatten(self.env.observations)
+
     def close(self) -> None:
         """Close the native env."""
         self.env.close()

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from puffer.errors import SpaceError
+from puffer.errors import CheckpointError, SpaceError
 
 BUFFER_KEYS = ("observations", "rewards", "terminals", "truncations", "masks")
 
@@ -217,6 +217,52 @@ class NativeEnv:
         documented optimum and to give learners a reference, not as a learnable baseline.
         """
         raise NotImplementedError(f"{self.name} has no scripted policy")
+
+    # ---- state (checkpoints) ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that determines what this env does next: its numpy arrays, generators and scalars.
+
+        Generic over the instance's attributes, so subclasses that keep their state in numpy arrays,
+        `np.random.Generator`s and plain scalars need nothing more. Arrays are copies; a generator is
+        stored as its bit-generator state (a JSON-serializable dict).
+        """
+        state: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                state[key] = value.copy()
+            elif isinstance(value, np.random.Generator):
+                state[key] = value.bit_generator.state
+            elif isinstance(value, (bool, int, float, str, np.generic)):
+                state[key] = value.item() if isinstance(value, np.generic) else value
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` output in place (buffers stay the same arrays); all checks come first."""
+        mine = self.state_dict()
+        if set(state) != set(mine):
+            missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+            raise CheckpointError(f"{self.name}: saved env state does not fit this env (missing {missing}, "
+                                  f"unexpected {extra})")
+        for key, value in state.items():
+            current = getattr(self, key)
+            if isinstance(current, np.ndarray):
+                value = np.asarray(value)
+                if value.shape != current.shape or value.dtype != current.dtype:
+                    raise CheckpointError(
+                        f"{self.name}: saved env state {key!r} is {value.shape} {value.dtype}, this env has "
+                        f"{current.shape} {current.dtype} (was it made with other num_envs or kwargs?)")
+            elif isinstance(current, np.random.Generator):
+                kind = current.bit_generator.state["bit_generator"]
+                if not isinstance(value, dict) or value.get("bit_generator") != kind:
+                    raise CheckpointError(f"{self.name}: saved env state {key!r} is not a {kind} generator state")
+        for key, value in state.items():
+            current = getattr(self, key)
+            if isinstance(current, np.ndarray):
+                np.copyto(current, value)
+            elif isinstance(current, np.random.Generator):
+                current.bit_generator.state = value
+            else:
+                setattr(self, key, type(mine[key])(value))
 
     def close(self) -> None:
         """Release resources (nothing to release for numpy envs; kept for the common interface)."""

@@ -65,6 +65,21 @@ class Serial(VecEnv):
         out, self._pending = self._pending, None
         return (*out, self._env_ids, self.env.masks)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of every env, for exact resume (native envs only; gymnasium envs cannot save theirs)."""
+        if not hasattr(self.env, "state_dict"):
+            raise PufferError(f"{self.name}: {type(self.env).__name__} envs cannot save their state")
+        if self._pending is not None:
+            raise PufferError(f"{self.name}: cannot save the env state between send()/async_reset() and recv()")
+        return self.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`."""
+        if not hasattr(self.env, "load_state_dict"):
+            raise PufferError(f"{self.name}: {type(self.env).__name__} envs cannot restore a saved state")
+        self._pending = None
+        self.env.load_state_dict(state)
+
     def close(self) -> None:
         """Close the envs (idempotent)."""
         if not self._closed:
