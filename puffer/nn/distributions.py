@@ -44,8 +44,9 @@ def _categorical_entropy(be: Any, logits: Array) -> Array:
 
 
 def _categorical_sample(be: Any, logits: Array, u: Array) -> Array:
-    # Inverse CDF: the first index whose cumulative probability exceeds u * total. Unlike Gumbel
-    # argmax, nearly-equal logits cannot flip the choice between float implementations, and a
+    # Inverse CDF: the first index whose cumulative probability exceeds u * total. Float differences
+    # between backends change the choice only when u lies within rounding error of a CDF boundary
+    # (unlike Gumbel argmax, where any near-tie of perturbed logits can flip it), and a
     # zero-probability category is never chosen. Scaling u by the total (not assuming 1) and leaving
     # the last category out of the comparison keep the index in range despite rounding.
     xp = be.xp
