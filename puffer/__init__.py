@@ -12,7 +12,7 @@ from puffer.backends import backend
 
 _LAZY = {
     "nn", "optim", "spaces", "emulation", "vector", "envs", "algos", "policies", "export", "deploy",
-    "checkpoint", "hub", "logging", "tree", "errors",
+    "checkpoint", "hub", "loggers", "tree", "errors",
 }
 
 

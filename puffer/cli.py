@@ -68,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the minimum)")
     p.set_defaults(func=_cmd_export)
 
+    from puffer import hub
     from puffer.algos import cli as algo_cli
 
     algo_cli.add_commands(sub)
+    hub.add_command(sub)
     return parser
 
 
