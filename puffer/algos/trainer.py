@@ -42,14 +42,18 @@ class PPO:
             cfg = PPOConfig.from_dict({**cfg.to_dict(), **config_overrides})
         cfg.validate()
         self.config = cfg
-        self.be = puffer.backend(backend)
-        if not self.be.can_train:
-            trainers = ", ".join(puffer.backends.TRAINING)
-            raise PufferError(f"backend {self.be.name!r} cannot train; use one of {trainers}")
+        trainers = ", ".join(puffer.backends.TRAINING)
+        if isinstance(backend, str) and backend not in puffer.backends.TRAINING:
+            puffer.backend(backend)  # an unknown or uninstalled name raises its own clear error here
+            raise PufferError(f"backend {backend!r} cannot train; use one of {trainers}")
         self.env_name = env if isinstance(env, str) else getattr(env, "name", type(env).__name__)
         makes_env = isinstance(env, str) or (callable(env) and not hasattr(env, "step"))
+        # workers fork before the framework starts its threads (forking a running JAX can deadlock)
         self.env = puffer.make(env, num_envs=cfg.num_envs, backend=cfg.vec, num_workers=cfg.num_workers,
                                batch_size=cfg.vec_batch_size, seed=cfg.seed, **cfg.env_kwargs) if makes_env else env
+        self.be = puffer.backend(backend)
+        if not self.be.can_train:
+            raise PufferError(f"backend {self.be.name!r} cannot train; use one of {trainers}")
         self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, cfg.policy,
                                   cfg.hidden_size, cfg.num_layers, cfg.activation)
         self.head = self.policy.head
@@ -66,6 +70,7 @@ class PPO:
         self.global_step = 0
         self.updates = 0
         self.episodes: collections.deque = collections.deque(maxlen=100)
+        self.episodes_finished = 0
         self.history: list[dict[str, float]] = []
         self._build()
 
@@ -187,7 +192,9 @@ class PPO:
 
     # ---- rollout ----------------------------------------------------------------------------
     def _record_episodes(self, infos: dict) -> None:
-        self.episodes.extend(infos.get("episodes", ()))
+        episodes = infos.get("episodes", ())
+        self.episodes.extend(episodes)
+        self.episodes_finished += len(episodes)
 
     def rollout(self) -> None:
         """Fill the rollout buffer with `rollout_len` steps of every agent row."""
