@@ -1,0 +1,152 @@
+"""puffer.export and the recording onnx backend: metadata, validation, errors, CLI, and CartPole end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import puffer
+from puffer import checkpoint, spaces
+from puffer.errors import ExportError
+from puffer.policies import MLPPolicy, make_policy
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from puffer.export import build_model, export  # noqa: E402 - after the importorskip above
+
+OBS = spaces.Box(-5.0, 5.0, (4,), np.float32)
+DISCRETE = spaces.Discrete(2)
+
+
+def make_run(tmp: Path, action_space: spaces.Space = DISCRETE, kind: str = "mlp",
+             obs_norm: bool = False) -> Path:
+    """A checkpoint of an untrained policy (numpy init), as a trainer would save it."""
+    policy = make_policy(OBS, action_space, kind, 8, 2, "tanh")
+    groups = {"params": policy.init(None, 0)}
+    if obs_norm:
+        groups["obs_norm"] = {"mean": np.arange(4.0), "var": np.full(4, 4.0), "count": np.asarray(100.0)}
+    config = {"policy": kind, "hidden_size": 8, "num_layers": 2, "activation": "tanh", "env_kwargs": {}}
+    meta = {"env": "cartpole", "backend": "jax", "config": config, "observation_space": OBS.to_json(),
+            "action_space": action_space.to_json(), "structured_observation_space": None}
+    checkpoint.save(tmp / "run", 3, groups, meta)
+    return tmp / "run"
+
+
+def test_export_metadata_and_symbolic_batch(tmp_path: Path) -> None:
+    path = export(make_run(tmp_path, obs_norm=True), tmp_path / "p.onnx")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["puffer.observation_space"]) == OBS.to_json()
+    assert json.loads(meta["puffer.action_space"]) == spaces.Discrete(2).to_json()
+    assert meta["puffer.version"] == puffer.__version__
+    assert meta["puffer.backend"] == "jax" and meta["puffer.env"] == "cartpole"
+    norm = json.loads(meta["puffer.obs_norm"])
+    assert norm["mean"] == [0.0, 1.0, 2.0, 3.0] and norm["var"] == [4.0] * 4 and norm["count"] == 100.0
+    assert model.opset_import[0].version >= 18
+    obs = model.graph.input[0]
+    assert obs.name == "obs" and obs.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert {o.name for o in model.graph.output} == {"action", "logits", "value"}
+    # parameters are initializers under their own names, not graph inputs
+    assert "actor/0/w" in {i.name for i in model.graph.initializer}
+    assert list(tmp_path.glob(".p.onnx.*")) == []  # the atomic write left no temporary file
+
+
+def test_exported_normalization_matches_running_norm(tmp_path: Path) -> None:
+    from puffer.algos.rollout import RunningNorm
+    from puffer.deploy import Policy
+
+    run = make_run(tmp_path, obs_norm=True)
+    plain = Policy.load(export(make_run(tmp_path / "plain"), tmp_path / "plain.onnx"))
+    normed = Policy.load(export(run, tmp_path / "n.onnx"))
+    norm = RunningNorm(4)
+    norm.load_state_dict(checkpoint.load(run)[0]["obs_norm"])
+    obs = np.random.default_rng(0).normal(0, 30, (9, 4)).astype(np.float32)  # some beyond the +-10 clip
+    np.testing.assert_array_equal(normed.forward(obs)["logits"], plain.forward(norm(obs, np.empty_like(obs)))["logits"])
+
+
+def test_lstm_export_has_state_inputs_and_outputs(tmp_path: Path) -> None:
+    model = onnx.load(str(export(make_run(tmp_path, kind="lstm"), tmp_path / "l.onnx", sample_graph=True)))
+    assert [i.name for i in model.graph.input] == ["obs", "h", "c", "noise"]
+    assert {"h_out", "c_out", "sample_action", "sample_log_prob"} <= {o.name for o in model.graph.output}
+    assert not any(n.op_type.startswith("Random") for n in model.graph.node)
+
+
+def test_opset_below_18_is_refused_and_newer_works(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    with pytest.raises(ExportError, match="opset 17"):
+        export(run, tmp_path / "p.onnx", opset=17)
+    assert onnx.load(str(export(run, tmp_path / "p.onnx", opset=20))).opset_import[0].version == 20
+
+
+@dataclass(frozen=True)
+class _SortingPolicy(MLPPolicy):
+    """An MLP whose forward calls an op the exporter does not support."""
+
+    def step(self, be: Any, params: Any, obs: Any, state: tuple) -> Any:
+        dist, value, state = super().step(be, params, obs, state)
+        return dist, be.xp.sort(value), state  # the unsupported call
+
+
+def test_unsupported_op_names_op_and_call_site(tmp_path: Path) -> None:
+    base = make_policy(OBS, spaces.Discrete(2), "mlp", 8, 2, "tanh")
+    policy = _SortingPolicy(base.obs_dim, base.head, 8, 2, "tanh")
+    with pytest.raises(ExportError) as e:
+        build_model(policy, policy.init(None, 0), OBS)
+    lines = Path(__file__).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "the unsupported call" in text)
+    assert "xp.sort" in str(e.value) and f"{__file__}:{line}" in str(e.value)
+
+
+def test_python_control_flow_on_traced_values_is_an_export_error() -> None:
+    from puffer.backends.onnx_backend import OnnxBackend
+
+    be = OnnxBackend()
+    with be.trace():
+        x = be.input("x", np.float32, ("batch", 3))
+        with pytest.raises(ExportError, match=r"bool\(array\).*test_export.py:\d+"):
+            if be.xp.sum(x) > 0:
+                pass
+        with pytest.raises(ExportError, match="xp.linalg.inv"):
+            be.xp.linalg.inv(x)
+        with pytest.raises(ExportError, match="no random ops"):
+            be.normal(0, (3,))
+
+
+def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from puffer.cli import main
+
+    assert main(["export", str(make_run(tmp_path)), "--to", str(tmp_path / "c.onnx"), "--sample-graph"]) == 0
+    assert "puffer eval --policy" in capsys.readouterr().out
+    assert "noise" in [i.name for i in onnx.load(str(tmp_path / "c.onnx")).graph.input]
+    assert main(["export", str(tmp_path / "missing"), "--to", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_cartpole_end_to_end_onnxruntime_matches_training_backend(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Train briefly on torch, export, and `puffer eval` on onnxruntime reaches the same returns."""
+    pytest.importorskip("torch")
+    from puffer.algos import PPO, PPOConfig
+    from puffer.cli import main
+
+    cfg = PPOConfig(total_steps=2048, num_envs=8, rollout_len=64, minibatch_size=128, update_epochs=2, seed=3)
+    trainer = PPO("cartpole", backend="torch", config=cfg)
+    trainer.train()
+    trainer.save(tmp_path / "run")
+    trainer.close()
+    assert main(["export", str(tmp_path / "run"), "--to", str(tmp_path / "cp.onnx")]) == 0
+    capsys.readouterr()
+    common = ["--episodes", "8", "--num-envs", "4"]
+    assert main(["eval", "cartpole", "--checkpoint", str(tmp_path / "run"), *common]) == 0
+    torch_line = capsys.readouterr().out
+    assert main(["eval", "cartpole", "--policy", str(tmp_path / "cp.onnx"), "--backend", "onnxruntime",
+                 *common]) == 0
+    ort_line = capsys.readouterr().out
+    assert "on torch" in torch_line and "on onnxruntime" in ort_line
+    assert torch_line.split("mean return")[1] == ort_line.split("mean return")[1]
