@@ -141,7 +141,7 @@ class TinygradBackend(Backend):
         raw.allocator._copyout(memoryview(out).cast("B"), raw._buf)
         return out
 
-    # ---- extras: tinygrad's own versions where they are as accurate -------------------------------
+    # ---- extras: tinygrad natives where accurate, careful formulas where tinygrad's are not ----------
     def logsumexp(self, x: Array, axis: int = -1, keepdims: bool = False) -> Array:
         return x.logsumexp(axis=axis, keepdim=keepdims)
 
