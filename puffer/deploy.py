@@ -70,6 +70,7 @@ class Policy:
         self.output_names = [o.name for o in session.get_outputs()]
         self._types = {v.name: (_np_dtype(v.type), v.shape) for v in (*session.get_inputs(), *session.get_outputs())}
         self._bound: OrderedDict[tuple, _Bound] = OrderedDict()
+        self._last: tuple[tuple, _Bound] | None = None
         action = "action" if deterministic else "sample_action"
         self._act_outputs = (action, *(f"{n}_out" for n, _ in self.state_spec))
 
@@ -163,9 +164,12 @@ class Policy:
 
     def _binding(self, batch: int, outputs: tuple[str, ...], noise: bool) -> _Bound:
         key = (batch, outputs, noise)
+        if self._last is not None and self._last[0] == key:  # the common case: the same call as last time
+            return self._last[1]
         bound = self._bound.get(key)
         if bound is not None:
             self._bound.move_to_end(key)
+            self._last = (key, bound)
             return bound
         inputs = {"obs": (self.obs_dtype, (batch, self.obs_dim))}
         inputs.update({n: (np.dtype(np.float32), (batch, h)) for n, h in self.state_spec})
@@ -178,6 +182,7 @@ class Policy:
         bound = self._bound[key] = _Bound(self.session, inputs, outs)
         if len(self._bound) > _MAX_BOUND:
             self._bound.popitem(last=False)
+        self._last = (key, bound)
         return bound
 
     def _noise(self, batch: int) -> np.ndarray:
@@ -212,8 +217,10 @@ class Policy:
         state = self._state(state, batch, starts) if self.recurrent else ()
         noise = None if self.deterministic else self._noise(batch)
         bound = self._run(obs, state, noise, self._act_outputs)
-        # a copy: the bound output buffer is overwritten by the next call
-        actions = to_env_actions(self.action_space, bound.outputs[self._act_outputs[0]].copy())
+        out = bound.outputs[self._act_outputs[0]]
+        actions = to_env_actions(self.action_space, out)
+        if np.may_share_memory(actions, out):  # the bound buffer is overwritten by the next call
+            actions = actions.copy()
         if single:
             actions = actions[0]
         if not self.recurrent:
