@@ -66,9 +66,9 @@ def _gymnasium_class() -> type:
         render_mode = None
 
         def __init__(self, cls: type[NativeEnv], **kwargs: Any):
-            self.native = cls(1, **kwargs)
-            if self.native.agents_per_env != 1:
+            if cls.agents_per_env != 1:
                 raise ValueError(f"{cls.__name__} has {cls.agents_per_env} agents per env; use to_pettingzoo")
+            self.native = cls(1, **kwargs)
             self.observation_space = cls.single_observation_space.to_gymnasium()
             self.action_space = cls.single_action_space.to_gymnasium()
             self._obs_space = cls.single_observation_space
