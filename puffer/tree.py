@@ -8,41 +8,42 @@ from typing import Any
 Leaf = Any
 
 
+def _flatten_into(t: Any, leaves: list[Leaf]) -> Any:
+    if isinstance(t, dict):
+        keys = sorted(t)
+        return ("d", tuple(keys), tuple(_flatten_into(t[k], leaves) for k in keys))
+    if isinstance(t, (list, tuple)):
+        return ("l" if isinstance(t, list) else "t", len(t), tuple(_flatten_into(x, leaves) for x in t))
+    if t is None:
+        return ("n",)
+    leaves.append(t)
+    return ("*",)
+
+
 def flatten(tree: Any) -> tuple[list[Leaf], Any]:
     """Return the leaves of `tree` in a deterministic order and a spec to rebuild it."""
+    # module-level recursion, not a closure: a closure would form a reference cycle that keeps the
+    # leaves alive until the garbage collector runs (TinyJit's buffer protection then sees them as kept)
     leaves: list[Leaf] = []
-
-    def go(t):
-        if isinstance(t, dict):
-            keys = sorted(t)
-            return ("d", tuple(keys), tuple(go(t[k]) for k in keys))
-        if isinstance(t, (list, tuple)):
-            return ("l" if isinstance(t, list) else "t", len(t), tuple(go(x) for x in t))
-        if t is None:
-            return ("n",)
-        leaves.append(t)
-        return ("*",)
-
-    spec = go(tree)
+    spec = _flatten_into(tree, leaves)
     return leaves, spec
+
+
+def _build(s: Any, it: Any) -> Any:
+    kind = s[0]
+    if kind == "*":
+        return next(it)
+    if kind == "n":
+        return None
+    if kind == "d":
+        return {k: _build(c, it) for k, c in zip(s[1], s[2])}
+    children = [_build(c, it) for c in s[2]]
+    return children if kind == "l" else tuple(children)
 
 
 def unflatten(spec: Any, leaves: list[Leaf]) -> Any:
     """Rebuild the tree described by `spec` from `leaves` (the inverse of `flatten`)."""
-    it = iter(leaves)
-
-    def go(s):
-        kind = s[0]
-        if kind == "*":
-            return next(it)
-        if kind == "n":
-            return None
-        if kind == "d":
-            return {k: go(c) for k, c in zip(s[1], s[2])}
-        children = [go(c) for c in s[2]]
-        return children if kind == "l" else tuple(children)
-
-    return go(spec)
+    return _build(spec, iter(leaves))
 
 
 def tree_map(fn: Callable[[Leaf], Leaf], tree: Any) -> Any:

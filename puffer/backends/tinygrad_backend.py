@@ -36,50 +36,13 @@ from tinygrad.uop.ops import Ops, UOp
 from puffer.backends import tinygrad_xp
 from puffer.backends.base import Array, Backend, check_grad_inputs, check_scalar_loss
 from puffer.errors import GradientError
+from puffer.tree import flatten, unflatten
 
 MAX_SIGNATURES = 8
 
 # True while a compiled function is being run or traced: value_and_grad then leaves its results lazy
 # so the whole step fuses into one schedule instead of realizing mid-step.
 _tracing = [False]
-
-
-# puffer.tree's flatten/unflatten recurse through closures, which makes reference cycles that keep the
-# leaf lists (and so the Tensors in them) alive until the next gc pass; `_Program.protect` would see those
-# dead outputs as kept and copy them. These versions recurse through module functions: no cycles.
-def _flatten_into(t: Any, leaves: list[Any]) -> Any:
-    if isinstance(t, dict):
-        keys = sorted(t)
-        return ("d", tuple(keys), tuple(_flatten_into(t[k], leaves) for k in keys))
-    if isinstance(t, (list, tuple)):
-        return ("l" if isinstance(t, list) else "t", len(t), tuple(_flatten_into(x, leaves) for x in t))
-    if t is None:
-        return ("n",)
-    leaves.append(t)
-    return ("*",)
-
-
-def flatten(tree: Any) -> tuple[list[Any], Any]:
-    """Leaves of `tree` and a spec to rebuild it, in puffer.tree's order and format."""
-    leaves: list[Any] = []
-    return leaves, _flatten_into(tree, leaves)
-
-
-def _unflatten_from(s: Any, it: Any) -> Any:
-    kind = s[0]
-    if kind == "*":
-        return next(it)
-    if kind == "n":
-        return None
-    if kind == "d":
-        return {k: _unflatten_from(c, it) for k, c in zip(s[1], s[2])}
-    children = [_unflatten_from(c, it) for c in s[2]]
-    return children if kind == "l" else tuple(children)
-
-
-def unflatten(spec: Any, leaves: list[Any]) -> Any:
-    """Rebuild the tree described by `spec` from `leaves`."""
-    return _unflatten_from(spec, iter(leaves))
 
 
 def _is_floating(dtype: Any) -> bool:
