@@ -142,3 +142,14 @@ def test_cli_checkpoints_logging_and_resume_on_another_backend(tmp_path, capsys)
     acc.Reload()
     assert [e.step for e in acc.Scalars("losses/loss")] == list(range(128, 769, 128))
     assert {"charts/episode_return", "charts/sps", "losses/approx_kl"} <= set(acc.Tags()["scalars"])
+
+
+def test_cli_separate_checkpoint_dir_is_kept_on_resume(tmp_path):
+    logs, ckpts = tmp_path / "logs", tmp_path / "ckpts"
+    flags = ["--num-envs", "8", "--rollout-len", "16", "--minibatch-size", "64", "--hidden-size", "16", "--quiet",
+             "--backend", "torch"]
+    assert main(["train", "--steps", "128", "--run-dir", str(logs), "--checkpoint-dir", str(ckpts),
+                 "--log", "tensorboard", *flags]) == 0
+    assert main(["train", "--resume", str(ckpts), "--steps", "256", *flags]) == 0
+    assert [int(p.name) for p in checkpoint.checkpoints(ckpts)] == [128, 256]
+    assert not (logs / "checkpoints").exists() and len(list(logs.glob("events.out.tfevents.*"))) == 2

@@ -117,7 +117,7 @@ RUN_SETTINGS = ("run_dir", "checkpoint_every", "keep_last", "log")
 
 
 def _saved_settings(resume: str) -> dict[str, Any]:
-    """The run directory and `--checkpoint-every/--keep-last/--log` that the resumed run was started with."""
+    """The run and checkpoint directories and `--checkpoint-every/--keep-last/--log` of the resumed run."""
     import json
 
     if resume.startswith("hf://"):
@@ -127,7 +127,8 @@ def _saved_settings(resume: str) -> dict[str, Any]:
     ckpt_dir = path.parent.parent if (path / "manifest.json").is_file() else path
     f = ckpt_dir / "run.json"
     saved = json.loads(f.read_text()) if f.is_file() else {}
-    return {"run_dir": str(ckpt_dir), **{k: saved[k] for k in RUN_SETTINGS if k in saved}}
+    return {"run_dir": str(ckpt_dir), **{k: saved[k] for k in RUN_SETTINGS if k in saved},
+            "checkpoint_dir": str(ckpt_dir)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -152,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.total_steps = args.steps
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(settings.get("run_dir") or f"runs/{env_name.replace(':', '_')}-{args.algo}-{backend}-{stamp}")
-    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir
+    ckpt_dir = Path(args.checkpoint_dir or settings.get("checkpoint_dir") or run_dir)
     every, keep_last, log = settings.get("checkpoint_every"), settings.get("keep_last"), settings.get("log") or "none"
     if args.resume:
         trainer = checkpoint.resume_trainer(manifest["path"], backend=backend, env=env_name, **cfg.to_dict())
