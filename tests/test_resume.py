@@ -50,9 +50,6 @@ def test_resume_equals_straight_run_torch(tmp_path, policy):
     resumed.close()
 
 
-@pytest.mark.xfail(strict=False, reason="the jax backend's asarray aliases host buffers that the trainer rewrites "
-                   "while a dispatched update may still read them, so two identical jax runs can differ; exact "
-                   "once the backend copies (as the torch backend does)")
 def test_resume_equals_straight_run_jax(tmp_path):
     straight, resumed = _straight_and_resumed(tmp_path, "jax")
     _assert_same_run(straight, resumed, atol=1e-6)

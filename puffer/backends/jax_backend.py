@@ -38,7 +38,9 @@ class JaxBackend(Backend):
     def asarray(self, x, dtype=None) -> Array:
         if isinstance(x, jax.Array):
             return x if dtype is None else x.astype(dtype)
-        return jax.device_put(np.asarray(x, dtype=None if dtype is None else np.dtype(dtype)), self._device)
+        # copy: on CPU device_put may alias the numpy buffer, which the env and trainer overwrite while
+        # an asynchronously dispatched computation may still be reading it
+        return jax.device_put(np.array(x, dtype=None if dtype is None else np.dtype(dtype), copy=True), self._device)
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return np.asarray(x)
