@@ -7,8 +7,8 @@ parameters, value, state, and the sampling graph's actions and log-probabilities
 and `onnx.reference.ReferenceEvaluator` agrees with onnxruntime (every step at batch 1 and 7, the
 first at 1024: the pure-numpy evaluator is slow).
 
-Parameters are produced by the backend under test: the policy's seeded init followed by `UPDATES` real
-PPO updates (`puffer.algos.ppo.make_update`: loss, gradients, clipping, Adam) on a random minibatch
+Parameters are produced by the backend under test: the policy's seeded init followed by a real
+PPO update (`puffer.algos.ppo.make_update`: loss, gradients, clipping, Adam) on a random minibatch
 with a large learning rate, so every weight has moved by that backend's arithmetic. A full training
 run per backend would make the suite minutes long without exercising any more of the exporter.
 """
@@ -49,7 +49,7 @@ CASES: dict[str, tuple[str, spaces.Space, bool]] = {
                    True),
 }
 HIDDEN = 16
-UPDATES = 2
+UPDATES = 1
 
 
 def _trained_params(be: Any, policy: Any, seed: int = 0) -> dict[str, np.ndarray]:
