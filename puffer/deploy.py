@@ -132,8 +132,8 @@ class Policy:
     def _obs(self, obs: Any) -> tuple[np.ndarray, bool]:
         if not isinstance(obs, np.ndarray) or obs.dtype.names is not None:
             obs = self.flatten_obs(obs)
-            if not isinstance(obs, np.ndarray):
-                obs = np.asarray(obs)
+            if not isinstance(obs, np.ndarray):  # Python numbers carry no dtype that could be wrong
+                obs = np.asarray(obs, dtype=self.obs_dtype)
         if obs.dtype != self.obs_dtype:
             raise ExportError(f"{self.path.name}: observations must be {self._expected()}, got dtype {obs.dtype} "
                               f"shape {obs.shape}")

@@ -68,6 +68,7 @@ def test_act_returns_env_actions_for_batches_and_single_observations(tmp_path: P
     assert actions.shape == (5, 2) and actions.dtype == np.int64
     assert np.all(actions < [3, 2]) and np.all(actions >= 0)
     np.testing.assert_array_equal(policy.act(obs[2]), actions[2])
+    np.testing.assert_array_equal(policy.act(obs[2].tolist()), actions[2])  # plain Python numbers
     first = policy.act(obs[:1])
     policy.act(obs[1:2])  # reuses the bound buffers of batch size 1
     np.testing.assert_array_equal(first, actions[:1])  # earlier results are not overwritten
