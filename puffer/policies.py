@@ -154,6 +154,13 @@ class ActionHead:
         return out
 
 
+def _finish_init(be: Backend | None, head: ActionHead, params: dict[str, np.ndarray]) -> Params:
+    """Add the Gaussian head's state-independent log-std (starting at std 1) and move to `be`."""
+    if head.gaussian is not None:
+        params["actor/log_std"] = np.zeros(head.num_continuous, np.float32)
+    return params if be is None else {k: be.asarray(v) for k, v in params.items()}
+
+
 @dataclass(frozen=True)
 class MLPPolicy:
     """Separate actor and critic MLPs (CleanRL's layout), orthogonal init, 0.01-gain policy output."""
@@ -171,9 +178,7 @@ class MLPPolicy:
         hidden = [self.hidden_size] * self.num_layers
         p = mlp.init(None, rng, [self.obs_dim, *hidden, self.head.param_size], out_gain=0.01, prefix="actor/")
         p.update(mlp.init(None, rng, [self.obs_dim, *hidden, 1], out_gain=1.0, prefix="critic/"))
-        if self.head.gaussian is not None:
-            p["actor/log_std"] = np.zeros(self.head.num_continuous, np.float32)
-        return p if be is None else {k: be.asarray(v) for k, v in p.items()}
+        return _finish_init(be, self.head, p)
 
     def initial_state(self, be: Backend, batch: int) -> tuple:
         """MLPs carry no state."""
@@ -210,9 +215,7 @@ class LSTMPolicy:
         p.update(lstm.init(None, rng, h, h, forget_bias=1.0, prefix="lstm/"))
         p.update(linear.init(None, rng, h, self.head.param_size, gain=0.01, prefix="actor/"))
         p.update(linear.init(None, rng, h, 1, gain=1.0, prefix="critic/"))
-        if self.head.gaussian is not None:
-            p["actor/log_std"] = np.zeros(self.head.num_continuous, np.float32)
-        return p if be is None else {k: be.asarray(v) for k, v in p.items()}
+        return _finish_init(be, self.head, p)
 
     def initial_state(self, be: Backend, batch: int) -> tuple:
         """Zero (h, c), each `[batch, hidden_size]`."""
