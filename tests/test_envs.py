@@ -248,3 +248,16 @@ def test_scripted_optimum_reaches_solved_return(name):
     # A uniform random policy is far from solving it (the threshold means something).
     randoms = [ep for *_, infos in rollout(cls(256, seed=1), 60, seed=1)[1:] for ep in infos["episodes"]]
     assert np.mean([ep["episode_return"] for ep in randoms]) < cls.solved_return
+
+
+def test_envs_import_no_framework():
+    """Native envs are numpy only: importing them (and the adapters) loads no ML framework or gymnasium."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, puffer.envs, puffer.envs.adapters; "
+            "print(sorted(m for m in ('torch', 'jax', 'tinygrad', 'gymnasium', 'pettingzoo') if m in sys.modules))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
