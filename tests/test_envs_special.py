@@ -101,14 +101,15 @@ def test_landmarks_documented_baselines():
         env.oracle_actions("best")
 
 
-def test_landmarks_subclass_with_more_agents():
-    class Landmarks5(Landmarks):
-        agents_per_env = 5
-
-    env = Landmarks5(2, seed=0)
+@pytest.mark.parametrize("agents", [1, 5])
+def test_landmarks_subclass_with_other_agent_counts(agents):
+    cls = type("LandmarksN", (Landmarks,), {"agents_per_env": agents})
+    env = cls(2, seed=0)
     obs, infos = env.reset(seed=0)
-    assert obs.shape == (10, 25) and infos["global_state"].shape == (10, 20)
-    env.step(env.oracle_actions())
+    assert obs.shape == (2 * agents, 5 * agents) and infos["global_state"].shape == (2 * agents, 4 * agents)
+    for _ in range(Landmarks.horizon):
+        *_, infos = env.step(env.oracle_actions())
+    assert len(infos["episodes"]) == 2 * agents
 
 
 # ---- the ocean suite -----------------------------------------------------------------------------

@@ -36,8 +36,11 @@ class Landmarks(NativeEnv):
     every agent to its nearest landmark (no coordination) -8.9; agent i to landmark i -6.2; the
     optimal assignment walked greedily -4.5 (`optimal_return`, 98% success). Solved at -5.5:
     better than the fixed convention, which needs coordination; every agent sees all positions,
-    so decentralised agents can agree on the optimal assignment. Suggested MAPPO budget:
-    0.5-1M env steps.
+    so decentralised agents can agree on the optimal assignment. Measured learning: independent
+    PPO with shared parameters (64x2 MLP, no central critic) only climbs from -16 to about -13
+    in 500k env steps, because the team reward credits each agent's action poorly; the
+    one-agent subclass reaches its scripted optimum in ~100k steps. Expect MAPPO (centralised
+    critic on `global_state`) to need a few million env steps to reach `solved_return`.
     """
 
     agents_per_env: ClassVar[int] = 3
@@ -108,16 +111,17 @@ class Landmarks(NativeEnv):
     def _write_obs(self, envs: np.ndarray | slice) -> None:
         n = self.agents_per_env
         agents, landmarks = self._agents[envs], self._landmarks[envs]  # [E, n, 2]
-        obs = np.empty((len(agents), n, self.single_observation_space.shape[0]), np.float32)
+        e = len(agents)
+        obs = np.empty((e, n, self.single_observation_space.shape[0]), np.float32)
         obs[..., :2] = agents
-        obs[..., 2 : 2 + 2 * n] = (landmarks[:, None, :, :] - agents[:, :, None, :]).reshape(-1, n, 2 * n)
+        obs[..., 2 : 2 + 2 * n] = (landmarks[:, None, :, :] - agents[:, :, None, :]).reshape(e, n, 2 * n)
         rel = agents[:, self._others, :] - agents[:, :, None, :]  # [E, n, n-1, 2]
-        obs[..., 2 + 2 * n : 4 * n] = rel.reshape(-1, n, 2 * (n - 1))
+        obs[..., 2 + 2 * n : 4 * n] = rel.reshape(e, n, 2 * (n - 1))
         obs[..., 4 * n :] = self._eye
         rows = slice(None) if isinstance(envs, slice) else (envs[:, None] * n + np.arange(n)).ravel()
         self.observations[rows] = obs.reshape(-1, obs.shape[2])
-        self._state[envs, : 2 * n] = agents.reshape(-1, 2 * n)
-        self._state[envs, 2 * n :] = landmarks.reshape(-1, 2 * n)
+        self._state[envs, : 2 * n] = agents.reshape(e, 2 * n)
+        self._state[envs, 2 * n :] = landmarks.reshape(e, 2 * n)
 
     def _step(self, actions: np.ndarray) -> None:
         n = self.agents_per_env
