@@ -30,7 +30,8 @@ class CartPole(NativeEnv):
     Observation `[x, x_dot, theta, theta_dot]`, action 0 pushes left and 1 right. An episode
     terminates when |x| > 2.4 or |theta| > 12 degrees and is truncated after `max_episode_steps`
     (500). Optimum: balance to the time limit, return 500; solved at 475 (gymnasium's threshold).
-    Suggested PPO budget: 100-200k env steps.
+    Measured with puffer's PPO (torch, 32 envs, defaults otherwise): a mean over 100 episodes of
+    475 at 147k env steps; suggested budget 300k.
 
     The state is kept as `state[4, num_envs]` float32 (one contiguous row per variable) so every
     update is one numpy call over the whole batch; it differs from gymnasium's float64 math only

@@ -27,7 +27,8 @@ class Hazard(NativeEnv):
     below ~9 forces a trade-off. `solved_return` (1.7) is reachable at zero cost; uniform random
     actions return -3.0 with cost 1.8. Observation (7): position, goal
     minus position, hazard centre minus position, signed distance to the hazard's edge.
-    Suggested budget: 100-200k env steps (PPO-Lagrangian).
+    Measured: unconstrained PPO (torch, 32 envs) reaches 1.7 at 20k env steps (taking the costly
+    path); suggested PPO-Lagrangian budget 100-200k.
     """
 
     single_observation_space = Box(-4.0, 4.0, shape=(7,), dtype=np.float32)
