@@ -18,6 +18,7 @@ Paths name leaves in error messages as indexing expressions, e.g. `['image'][0]`
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -77,26 +78,26 @@ def _from_json_nested(x: Any) -> Any:
     return x
 
 
-class Space:
+class Space(abc.ABC):
     """Base class of all spaces: `shape` and `dtype` are None for the composites Dict and Tuple."""
 
     shape: tuple[int, ...] | None = None
     dtype: np.dtype | None = None
 
+    @abc.abstractmethod
     def sample(self, rng: RngLike = None) -> Any:
         """Draw a random element; `rng` is a numpy Generator, an int seed, or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def contains(self, x: Any) -> bool:
         """Whether `x` is an element of this space (recursively for Dict and Tuple)."""
-        raise NotImplementedError
 
     def __contains__(self, x: Any) -> bool:
         return self.contains(x)
 
+    @abc.abstractmethod
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable description; `from_json` rebuilds an equal space."""
-        raise NotImplementedError
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> Space:

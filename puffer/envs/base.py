@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from puffer.errors import CheckpointError, SpaceError
+from puffer.errors import CheckpointError, PufferError, SpaceError
 
 BUFFER_KEYS = ("observations", "rewards", "terminals", "truncations", "masks")
 
@@ -123,8 +123,8 @@ class NativeEnv:
             raise TypeError(f"{self.name}: action space {space!r} needs its own _check_actions")
 
     def _check_actions(self, actions: Any) -> Any:
-        """Validate a batch of actions and return it in the form `_step` expects."""
-        raise NotImplementedError
+        """Validate a batch of actions and return it in the form `_step` expects (set per space in __init__)."""
+        raise TypeError(f"{self.name}: action space {self.single_action_space!r} needs its own _check_actions")
 
     def _bad_action(self, actions: Any, reason: str) -> SpaceError:
         if isinstance(actions, dict):
@@ -216,7 +216,7 @@ class NativeEnv:
         It may read hidden state (Memory's cue, Bandit's best arm): it exists to check the
         documented optimum and to give learners a reference, not as a learnable baseline.
         """
-        raise NotImplementedError(f"{self.name} has no scripted policy")
+        raise PufferError(f"{self.name} has no scripted policy")
 
     # ---- state (checkpoints) ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
