@@ -151,7 +151,13 @@ def check_grad(tbe: Any, f: Callable[..., Any], params: dict[str, np.ndarray], *
     d_rtol, d_atol = grad_tolerances(tbe)
     rtol = d_rtol if rtol is None else rtol
     atol = d_atol if atol is None else atol
-    value, grads = tbe.value_and_grad(lambda p, *a: f(tbe, p, *a))(to_backend(tbe, p64, dt), *to_backend(tbe, args, dt))
+    vg = tbe.value_and_grad(lambda p, *a: f(tbe, p, *a))
+    if tbe.name == "jax":
+        # JAX differentiates identically with and without jit, and compiling the whole function once is
+        # several times cheaper than eagerly compiling every primitive of the forward and backward pass;
+        # eager value_and_grad keeps its own tests (test_grad_ops.py's contract tests, stop_gradient)
+        vg = tbe.compile(vg)
+    value, grads = vg(to_backend(tbe, p64, dt), *to_backend(tbe, args, dt))
     assert set(grads) == set(params), f"gradient keys {sorted(grads)} != parameter keys {sorted(params)}"
     np.testing.assert_allclose(np_of(tbe, value), ref_value, rtol=rtol, atol=atol, err_msg="loss value")
     for k in params:

@@ -20,13 +20,6 @@ KNOWN_FAILURES: list[tuple[str, str, str]] = [
         "only through stop_gradient) and torch raises; it should return zero gradients, as JAX does",
     ),
     (
-        "jax",
-        r"test_asarray_copies_numpy_buffer\[jax-aligned64\]",
-        "JaxBackend.asarray uses jax.device_put, which on CPU aliases a 64-byte-aligned numpy buffer instead of "
-        "copying it; an env that overwrites its observation buffer then changes arrays already handed out "
-        "(copy first: jax.device_put(np.array(x, copy=True)) or jnp.array(x, copy=True))",
-    ),
-    (
         "numpy",
         r"test_softmax_family_large_logits\[numpy-(log_softmax|softmax)\]",
         "the generic Backend.log_softmax computes x - logsumexp(x); at |x| ~ 1e4 the float32 subtraction of two "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import puffer
-from puffer.errors import GradientError, UnknownBackendError
+from puffer.errors import BackendUnavailableError, GradientError, UnknownBackendError
 
 
 def test_unknown_backend_lists_available():
@@ -16,6 +16,19 @@ def test_unknown_backend_lists_available():
     assert "tensorflow" in message
     for name in puffer.backends.available():
         assert name in message, f"the error does not list the installed backend {name!r}: {message}"
+
+
+def test_missing_framework_names_the_extra(monkeypatch):
+    """A known backend whose framework is not installed names the pip extra that installs it."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] == "tinygrad" else real_find_spec(name, *a))
+    # a device no test uses, so the registry's per-(name, device) cache cannot answer first
+    with pytest.raises(BackendUnavailableError, match=r"puffer-rl\[tinygrad\]"):
+        puffer.backend("tinygrad", device="cpu:conformance-missing")
+    assert "tinygrad" not in puffer.backends.available()
 
 
 def test_available_reports_versions():

@@ -39,7 +39,13 @@ def test_matmul_dtypes(be, dtype):
 def test_matrix_transpose(be, shape):
     x = data(shape, seed=36)
     assert_matches(be, be.xp.matrix_transpose(be.asarray(x)), np.swapaxes(x, -1, -2))
-    assert_matches(be, be.asarray(x).mT, np.swapaxes(x, -1, -2))
+
+
+@pytest.mark.parametrize("attr", ["T", "mT"])
+def test_transpose_attributes(be, attr):
+    """The array object's .T (2-d) and .mT (batched matrix transpose) attributes."""
+    x = data((3, 4), seed=36)
+    assert_matches(be, getattr(be.asarray(x), attr), x.T)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ def _randomized(params: dict[str, np.ndarray], seed: int, scale: float = 0.5) ->
     return {k: (v + scale * g.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
 
 
-RESETS = np.array([[False, False], [True, False], [False, True]])
+# T = 2, B = 2: batch entry 1 starts an episode at t = 0 (its given state is dropped), entry 0 at t = 1
+RESETS = np.array([[False, True], [True, False]])
 EMB_IDX = np.array([[1, 4, 1], [0, 2, 4]], np.int64)
 
 # name -> (forward(be, p, *args) -> array, params (numpy float32, inputs included), args)
@@ -32,7 +33,8 @@ LAYERS: dict[str, Layer] = {
                       {**_randomized(linear.init(None, 1, 4, 3), 1), "x": data((1, 4), seed=101)}, ()),
     "mlp_tanh": (lambda be, p: mlp.apply(be, p, p["x"], activation="tanh"),
                  {**_randomized(mlp.init(None, 2, [4, 8, 8, 3]), 2), "x": data((5, 4), seed=102)}, ()),
-    "mlp_gelu": (lambda be, p: mlp.apply(be, p, p["x"], activation="gelu", prefix="pi/"),
+    # relu: its kinks are measure-zero for these random pre-activations (gelu is covered by attention)
+    "mlp_relu": (lambda be, p: mlp.apply(be, p, p["x"], activation="relu", prefix="pi/"),
                  {**_randomized(mlp.init(None, 3, [4, 6, 2], prefix="pi/"), 3), "x": data((3, 4), seed=103)}, ()),
     "layer_norm": (lambda be, p: layer_norm.apply(be, p, p["x"], prefix="ln/"),
                    {**_randomized(layer_norm.init(None, 0, 5, prefix="ln/"), 4), "x": data((2, 3, 5), seed=104)},
@@ -43,13 +45,13 @@ LAYERS: dict[str, Layer] = {
                   {**_randomized(lstm.init(None, 6, 3, 4, forget_bias=1.0), 6, 0.3), "x": data((2, 3), seed=105),
                    "h": data((2, 4), seed=106), "c": data((2, 4), seed=107)}, ()),
     "lstm_unroll": (lambda be, p, resets: _unrolled(be, lstm.unroll(be, p, p["xs"], (p["h"], p["c"]), resets)),
-                    {**_randomized(lstm.init(None, 7, 3, 4), 7, 0.3), "xs": data((3, 2, 3), seed=108),
+                    {**_randomized(lstm.init(None, 7, 3, 4), 7, 0.3), "xs": data((2, 2, 3), seed=108),
                      "h": data((2, 4), seed=109), "c": data((2, 4), seed=110)}, (RESETS,)),
     "gru_cell": (lambda be, p: gru.cell(be, p, p["x"], p["h"]),
                  {**_randomized(gru.init(None, 8, 3, 4), 8, 0.3), "x": data((2, 3), seed=111),
                   "h": data((2, 4), seed=112)}, ()),
     "gru_unroll": (lambda be, p, resets: _unrolled(be, gru.unroll(be, p, p["xs"], p["h"], resets)),
-                   {**_randomized(gru.init(None, 9, 3, 4), 9, 0.3), "xs": data((3, 2, 3), seed=113),
+                   {**_randomized(gru.init(None, 9, 3, 4), 9, 0.3), "xs": data((2, 2, 3), seed=113),
                     "h": data((2, 4), seed=114)}, (RESETS,)),
     "attention": (lambda be, p: attention.apply(be, p, p["x"], prefix="b0/"),
                   {**_randomized(attention.init(None, 10, 8, 2, mlp_ratio=2, prefix="b0/"), 10, 0.3),
@@ -79,7 +81,12 @@ def test_layer_forward(be, name):
     assert_matches(be, out, ref, rtol=1e-5, atol=1e-5, what=name)
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
+# the unrolled GRU shares its cell and scan with gru_cell and lstm_unroll, which are differentiated; its
+# forward value is still checked (tinygrad spends seconds compiling each unrolled gradient kernel)
+FORWARD_ONLY = {"gru_unroll"}
+
+
+@pytest.mark.parametrize("name", [n for n in LAYERS if n not in FORWARD_ONLY])
 def test_layer_gradient(tbe, name):
     fn, params, args = LAYERS[name]
     out_shape = np.asarray(fn(puffer.backend("numpy"), params, *args)).shape
@@ -93,7 +100,7 @@ def test_layer_gradient(tbe, name):
 
 def _erf_tol(be: Any, name: str) -> dict[str, float]:
     # GELU through the generic A&S erf approximation differs from exact-erf finite differences by ~1e-6
-    if name in ("mlp_gelu", "attention") and type(be).erf is puffer.backends.base.Backend.erf:
+    if name == "attention" and type(be).erf is puffer.backends.base.Backend.erf:
         return {"rtol": 1e-5, "atol": 4e-6}
     return {}
 
@@ -152,7 +159,12 @@ def _rsample_loss(be, dist, p, noise, w):
     return be.xp.sum(action * action) + be.xp.sum(logp * w)
 
 
-@pytest.mark.parametrize("name", list(DIST_CASES))
+# the uniform-bounds squashed Gaussian is the box one with center 0 and scale 1: its values are checked,
+# its gradient adds nothing over gaussian_tanh_box's but another set of tinygrad kernels to compile
+GRAD_SKIPS = {"gaussian_tanh"}
+
+
+@pytest.mark.parametrize("name", [n for n in DIST_CASES if n not in GRAD_SKIPS])
 def test_distribution_gradient(tbe, name):
     """log_prob and entropy of every distribution differentiate correctly w.r.t. their parameters."""
     loss, params, actions = DIST_CASES[name]

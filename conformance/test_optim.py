@@ -1,12 +1,11 @@
 """puffer.optim against torch.optim: Adam, AdamW (and SGD) steps on an MLP, clip_by_global_norm, key checks.
 
-The gradients of each step come from the backend under test (value_and_grad of an MLP loss) and are
-handed unchanged to torch, so the comparison isolates the optimizer arithmetic.
+Each step's gradients are fixed random arrays shaped like the MLP's parameters, handed to both sides, so
+the comparison isolates the optimizer arithmetic (gradients themselves are checked in test_grad_ops.py
+and test_nn.py) and costs no gradient kernels.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,26 +22,23 @@ def _torch():
     return pytest.importorskip("torch", reason="torch.optim is the reference for optimizer steps; pip install torch")
 
 
-def _mlp_loss(be: Any):
-    def loss(p, x, y):
-        out = mlp.apply(be, p, x, activation="tanh")
-        return be.xp.mean((out - y) ** 2)
-
-    return be.value_and_grad(loss)
-
-
 # name -> (puffer update kwargs, torch optimizer class name, torch kwargs)
 OPTIMIZERS = {
     "adam": (optim.adam, {"beta1": 0.9, "beta2": 0.99, "eps": 1e-8}, "Adam", {"betas": (0.9, 0.99), "eps": 1e-8}),
     "adam_l2": (optim.adam, {"weight_decay": 0.1}, "Adam", {"weight_decay": 0.1}),
     "adamw": (optim.adamw, {"weight_decay": 0.05}, "AdamW", {"weight_decay": 0.05}),
-    "adamw_default": (optim.adamw, {}, "AdamW", {}),
+    "adamw_defaults": (optim.adamw, {}, "AdamW", {}),
     "sgd_nesterov": (optim.sgd, {"momentum": 0.9, "nesterov": True}, "SGD", {"momentum": 0.9, "nesterov": True}),
 }
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+# float64 for Adam and AdamW (with its default hyperparameters), whose bias corrections are where the
+# float64 and float32 code paths differ
+CASES = [(name, "float32") for name in OPTIMIZERS if name != "adamw_defaults"] + [
+    ("adam", "float64"), ("adamw_defaults", "float64")]
+
+
+@pytest.mark.parametrize("name,dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
 def test_optimizer_matches_torch(tbe, name, dtype):
     """Three steps with lrs 1e-2, 3e-3, 2e-2 (a 0-d array) match torch.optim to 1e-6."""
     torch = _torch()
@@ -55,16 +51,16 @@ def test_optimizer_matches_torch(tbe, name, dtype):
     ref = {k: torch.tensor(v, requires_grad=True) for k, v in params_np.items()}
     lrs = [1e-2, 3e-3, 2e-2]
     opt = getattr(torch.optim, torch_name)(list(ref.values()), lr=lrs[0], **torch_kwargs)
-    vg = _mlp_loss(tbe)
     for step, lr in enumerate(lrs):
-        x = tbe.asarray(data((6, 4), dtype, seed=150 + step))
-        y = tbe.asarray(data((6, 3), dtype, seed=160 + step))
-        _, grads = vg(params, x, y)
-        params, state = module.update(tbe, params, grads, state, tbe.asarray(np.asarray(lr, dtype=dtype)), **kwargs)
+        grads_np = {k: data(v.shape, dtype, -1, 1, seed=150 + 10 * step + i)
+                    for i, (k, v) in enumerate(params_np.items())}
+        grads = {k: tbe.asarray(v) for k, v in grads_np.items()}
+        lr_array = tbe.asarray(np.asarray(lr, dtype=dtype))
+        params, state = module.update(tbe, params, grads, state, lr_array, **kwargs)
         for group in opt.param_groups:
             group["lr"] = lr
         for k, t in ref.items():
-            t.grad = torch.tensor(np_of(tbe, grads[k]))
+            t.grad = torch.tensor(grads_np[k])
         opt.step()
         for k in params_np:
             got = np_of(tbe, params[k])

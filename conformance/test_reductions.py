@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -20,8 +22,10 @@ FLOAT_REDUCTIONS = {
     "var0": (lambda xp, x, **kw: xp.var(x, correction=0, **kw), lambda x, **kw: np.var(x, ddof=0, **kw), (-2, 2)),
     "var1": (lambda xp, x, **kw: xp.var(x, correction=1, **kw), lambda x, **kw: np.var(x, ddof=1, **kw), (-2, 2)),
 }
-# (shape, axis): whole array, each axis, negative axes, a tuple of axes, a batch of 1
-AXES = [((3, 4), None), ((3, 4), 0), ((3, 4), -1), ((1, 4), 0), ((2, 3, 4), (0, 2)), ((2, 3, 4), -2)]
+# (shape, axis, keepdims): whole array, each axis, negative axes, a tuple of axes, a batch of 1; keepdims
+# only reshapes a reduction's result, so half the cases use it
+AXES = [((3, 4), None, False), ((3, 4), 0, True), ((3, 4), -1, False), ((1, 4), 0, False), ((2, 3, 4), (0, 2), True),
+        ((2, 3, 4), -2, True), ((3, 4), None, True), ((3, 4), -1, True)]
 
 
 def _axis_id(axis):
@@ -30,17 +34,19 @@ def _axis_id(axis):
 
 def _cases(names):
     for name in names:
-        for shape, axis in AXES:
-            for keepdims in (False, True):
-                kid = "-keep" if keepdims else ""
-                yield pytest.param(name, shape, axis, keepdims, id=f"{name}-{sid(shape)}-{_axis_id(axis)}{kid}")
+        for shape, axis, keepdims in AXES:
+            kid = "-keep" if keepdims else ""
+            yield pytest.param(name, shape, axis, keepdims, id=f"{name}-{sid(shape)}-{_axis_id(axis)}{kid}")
 
 
 @pytest.mark.parametrize("name,shape,axis,keepdims", list(_cases(FLOAT_REDUCTIONS)))
 def test_float_reduction(be, name, shape, axis, keepdims):
     call, ref_fn, (lo, hi) = FLOAT_REDUCTIONS[name]
     x = data(shape, "float32", lo, hi, seed=20)
-    ref = np.asarray(ref_fn(x.astype(np.float64), axis=axis, keepdims=keepdims)).astype(np.float32)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # var/std with correction=1 over a single element is nan (0/0), as the standard says
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.asarray(ref_fn(x.astype(np.float64), axis=axis, keepdims=keepdims)).astype(np.float32)
     assert_matches(be, call(be.xp, be.asarray(x), axis=axis, keepdims=keepdims), ref, what=name)
 
 
