@@ -32,7 +32,7 @@ def child_puffer(backend: str, seed: int, budget: int, num_envs: int | None, ste
     t0 = time.perf_counter()
     trainer.train(budget, stop_at_return=None if steps_only else THRESHOLD)
     elapsed = time.perf_counter() - t0
-    out = {"steps": trainer.global_step, "solved": trainer.mean_return(20) >= THRESHOLD,
+    out = {"steps": trainer.global_step, "solved": bool(trainer.mean_return(20) >= THRESHOLD),
            "sps": trainer.global_step / elapsed, "version": puffer.__version__}
     trainer.close()
     return out
@@ -55,7 +55,7 @@ def child_sb3(seed: int, budget: int) -> dict:
     model.learn(budget, callback=StopAt())
     elapsed = time.perf_counter() - t0
     eps = list(model.ep_info_buffer)[-20:]
-    return {"steps": model.num_timesteps, "solved": bool(eps) and np.mean([e["r"] for e in eps]) >= THRESHOLD,
+    return {"steps": model.num_timesteps, "solved": bool(eps) and bool(np.mean([e["r"] for e in eps]) >= THRESHOLD),
             "sps": model.num_timesteps / elapsed}
 
 
