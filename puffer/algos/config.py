@@ -63,7 +63,8 @@ class PPOConfig:
                      "update_epochs", "hidden_size", "num_layers"):
             if getattr(self, name) <= 0:
                 raise PufferError(f"config {name}={getattr(self, name)} must be positive")
-        if self.rollout_len % self.bptt_horizon:
+        sequences = self.policy == "lstm" or self.advantage == "vtrace"
+        if sequences and self.rollout_len % self.bptt_horizon:
             raise PufferError(
                 f"config rollout_len={self.rollout_len} must be a multiple of bptt_horizon={self.bptt_horizon}"
             )
