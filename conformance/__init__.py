@@ -25,6 +25,9 @@ def run(backends: list[str] | None = None, pytest_args: Sequence[str] = ()) -> i
     """
     import pytest
 
+    pytest_args = list(pytest_args)
+    if pytest_args[:1] == ["--"]:  # `puffer conformance --backend X -- -k softmax` passes the separator on
+        pytest_args = pytest_args[1:]
     args = [str(HERE)]
     for name in backends or ():
         args += ["--backend", name]

@@ -65,6 +65,7 @@ def selected_backends(config: pytest.Config) -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     _OUTCOMES.clear()  # run() may call pytest.main more than once in one process
+    selected_backends(config)  # a bad --backend is a usage error up front, not an error per test module
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -55,7 +55,6 @@ CASES: dict[str, Case] = {
     "floor": (lambda be, p: be.xp.floor(p["x"]) * p["x"], {"x": _away_from(X34, (-2.0, -1.0, 0.0, 1.0, 2.0))}),
     "round": (lambda be, p: be.xp.round(p["x"]) * p["x"], {"x": _away_from(X34, (-1.5, -0.5, 0.5, 1.5))}),
     "sign": (lambda be, p: be.xp.sign(p["x"]) * p["x"], {"x": _away_from(X34)}),
-    "add": (lambda be, p: be.xp.add(p["x"], p["y"]), {"x": X34, "y": Y34}),
     "add_bcast": (lambda be, p: be.xp.add(p["x"], p["y"]), {"x": X34, "y": Y34[0]}),
     "subtract": (lambda be, p: be.xp.subtract(p["x"], p["y"]), {"x": X34, "y": Y34[:, :1]}),
     "multiply": (lambda be, p: be.xp.multiply(p["x"], p["y"]), {"x": X34, "y": Y34}),
@@ -69,19 +68,15 @@ CASES: dict[str, Case] = {
     "operators": (lambda be, p: (p["x"] * 2.0 - 1.0) / (p["y"] + 3.0) + 0.5 * p["x"] ** 2 - -p["y"],
                   {"x": X34, "y": POS34}),
     # reductions
+    # one case per function (tinygrad spends ~0.3 s compiling each); axes and corrections vary across cases
     "sum": (lambda be, p: be.xp.sum(p["x"], axis=0), {"x": X34}),
-    "sum_all": (lambda be, p: be.xp.sum(p["x"]), {"x": X34}),
     "mean": (lambda be, p: be.xp.mean(p["x"], axis=-1, keepdims=True), {"x": X34}),
     "max": (lambda be, p: be.xp.max(p["x"], axis=-1), {"x": _distinct((3, 4), 83)}),
-    "max_all": (lambda be, p: be.xp.max(p["x"]), {"x": _distinct((3, 4), 84)}),
     "min": (lambda be, p: be.xp.min(p["x"], axis=0), {"x": _distinct((3, 4), 85)}),
     "prod": (lambda be, p: be.xp.prod(p["x"], axis=-1), {"x": _away_from(X34)}),
-    "std0": (lambda be, p: be.xp.std(p["x"], axis=-1), {"x": X34}),
     "std1": (lambda be, p: be.xp.std(p["x"], axis=0, correction=1), {"x": X34}),
-    "var0": (lambda be, p: be.xp.var(p["x"]), {"x": X34}),
-    "var1": (lambda be, p: be.xp.var(p["x"], axis=-1, correction=1), {"x": X34}),
-    "cumulative_sum": (lambda be, p: be.xp.cumulative_sum(p["x"], axis=-1), {"x": X34}),
-    "cumulative_sum_ax0": (lambda be, p: be.xp.cumulative_sum(p["x"], axis=0), {"x": X34}),
+    "var0": (lambda be, p: be.xp.var(p["x"]), {"x": X34}),  # over all axes
+    "cumulative_sum": (lambda be, p: be.xp.cumulative_sum(p["x"], axis=0), {"x": X34}),
     # linear algebra
     "matmul": (lambda be, p: p["x"] @ p["y"], {"x": X34, "y": Y34.T}),
     "matmul_batched": (lambda be, p: be.xp.matmul(p["x"], p["y"]), {"x": data((2, 3, 4), "float64", seed=86),
@@ -107,8 +102,7 @@ CASES: dict[str, Case] = {
     "take_repeated": (lambda be, p: be.xp.take(p["x"], be.asarray(np.array([1, 1, 0])), axis=0), {"x": X34}),
     "take_along_axis": (lambda be, p: be.take_along_axis(p["x"], be.asarray(IDX[:, None]), axis=-1), {"x": X34}),
     # extras
-    "log_softmax": (lambda be, p: be.log_softmax(p["x"], axis=-1), {"x": X34}),
-    "log_softmax_ax0": (lambda be, p: be.log_softmax(p["x"], axis=0), {"x": X34}),
+    "log_softmax": (lambda be, p: be.log_softmax(p["x"], axis=0), {"x": X34}),
     "softmax": (lambda be, p: be.softmax(p["x"], axis=-1), {"x": X34}),
     "logsumexp": (lambda be, p: be.logsumexp(p["x"], axis=-1), {"x": X34}),
     "softplus": (lambda be, p: be.softplus(p["x"]), {"x": X34 * 3}),

@@ -47,7 +47,10 @@ def test_float_reduction(be, name, shape, axis, keepdims):
         # var/std with correction=1 over a single element is nan (0/0), as the standard says
         warnings.simplefilter("ignore", RuntimeWarning)
         ref = np.asarray(ref_fn(x.astype(np.float64), axis=axis, keepdims=keepdims)).astype(np.float32)
-    assert_matches(be, call(be.xp, be.asarray(x), axis=axis, keepdims=keepdims), ref, what=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch and numpy warn about that nan; it is the defined result
+        out = call(be.xp, be.asarray(x), axis=axis, keepdims=keepdims)
+    assert_matches(be, out, ref, what=name)
 
 
 @pytest.mark.parametrize("name", ["sum", "mean", "max", "std1", "var0"])
