@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `puffer` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # pytest options (-q, -x, -k ...) pass through `puffer conformance` without needing `--`
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "conformance":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.pytest_args = [*extra, *args.pytest_args]
     try:
         return int(args.func(args) or 0)
     except PufferError as e:

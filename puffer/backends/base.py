@@ -94,7 +94,10 @@ class Backend:
         return out if keepdims else xp.squeeze(out, axis=axis)
 
     def log_softmax(self, x: Array, axis: int = -1) -> Array:
-        return x - self.logsumexp(x, axis=axis, keepdims=True)
+        xp = self.xp
+        # shift first: x - logsumexp(x) would subtract two large, nearly equal numbers
+        z = x - self.stop_gradient(xp.max(x, axis=axis, keepdims=True))
+        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
     def softmax(self, x: Array, axis: int = -1) -> Array:
         return self.xp.exp(self.log_softmax(x, axis=axis))

@@ -16,7 +16,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     can_train = False
     xp = xp_numpy
-    array_type = np.ndarray
+    array_type = (np.ndarray, np.generic)  # numpy returns scalars, not 0-d arrays, from 0-d operations
 
     def _is_native_dtype(self, dtype) -> bool:
         return isinstance(dtype, np.dtype) or dtype in (np.float32, np.float64, np.int32, np.int64, np.bool_)

@@ -21,12 +21,26 @@ _NP_TO_TORCH = {
 }
 
 
+class _TorchNamespace:
+    """array-api-compat's torch namespace with the fixes the conformance suite found."""
+
+    def __getattr__(self, name: str):
+        value = getattr(xp_torch, name)
+        setattr(self, name, value)  # cache: later lookups skip __getattr__
+        return value
+
+    @staticmethod
+    def take_along_axis(x, indices, /, *, axis: int = -1):
+        """torch.take_along_dim accepts only int64 indices; the standard allows any integer dtype."""
+        return torch.take_along_dim(x, indices.long(), dim=axis)
+
+
 class TorchBackend(Backend):
     """Trains with torch autograd; eager unless PUFFER_TORCH_COMPILE=1; one CPU thread unless PUFFER_TORCH_THREADS."""
 
     name = "torch"
     can_train = True
-    xp = xp_torch
+    xp = _TorchNamespace()
     array_type = torch.Tensor
 
     def __init__(self, device: str = "cpu"):
@@ -109,7 +123,10 @@ class TorchBackend(Backend):
                 out = f(leaves, *args, **kwargs)
                 value, aux = _split_aux(out, has_aux)
                 check_scalar_loss("torch", value)
-                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+                if value.requires_grad:
+                    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+                else:  # the loss does not depend on the parameters (e.g. only through stop_gradient)
+                    grads = [None] * len(leaves)
             grads = {
                 k: g if g is not None else torch.zeros_like(leaves[k]) for k, g in zip(leaves, grads)
             }
