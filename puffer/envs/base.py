@@ -32,6 +32,7 @@ The contract the vector layer and the trainers rely on:
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,7 +44,7 @@ BUFFER_KEYS = ("observations", "rewards", "terminals", "truncations", "masks")
 Infos = dict[str, Any]
 
 
-class NativeEnv:
+class NativeEnv(abc.ABC):
     """Base class of puffer's numpy environments: one object steps `num_envs` envs at once."""
 
     single_observation_space: ClassVar[Any]
@@ -282,13 +283,13 @@ class NativeEnv:
     def _reseed(self) -> None:
         """Hook: rebuild anything drawn from the old generator (called when `reset` gets a seed)."""
 
+    @abc.abstractmethod
     def _reset_rows(self, rows: np.ndarray) -> None:
         """Start new episodes for `rows` (whole envs) and write their first observations."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _step(self, actions: np.ndarray) -> None:
         """Advance all envs; write the true next observations, rewards, terminals, truncations."""
-        raise NotImplementedError
 
     def _before_reset(self, infos: Infos, rows: np.ndarray) -> None:
         """Save what the ended `rows` looked like before they restart (the last observation)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +96,7 @@ def resolve(env: Any, env_kwargs: dict[str, Any]) -> tuple[EnvFactory, Any]:
                       "ParallelEnv")
 
 
-class VecEnv:
+class VecEnv(abc.ABC):
     """Base of the vector backends; see `puffer.vector` for the contract."""
 
     name: str
@@ -128,29 +129,29 @@ class VecEnv:
                     f"(first: row {rows[0] + first_row}, column {cols[0]}, value {obs[rows[0], cols[0]]}); "
                     "fix the env or pass check_finite=False to allow it")
 
+    @abc.abstractmethod
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
         """Reset every env; returns (obs [num_agents, D], infos)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Step every env; returns (obs, rewards, terminals, truncations, infos), all rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def async_reset(self, seed: int | None = None) -> None:
         """Start resetting every env; collect the results with `recv`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
         """The next ready batch: (obs, rewards, terminals, truncations, infos, env_ids, masks)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def send(self, actions: Any) -> None:
         """Actions for the rows of the last `recv`; they start stepping at once."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release envs, processes and shared memory (idempotent)."""
-        raise NotImplementedError
 
     def __enter__(self) -> VecEnv:
         return self
