@@ -16,32 +16,16 @@ ALL = ["numpy", "torch", "jax", "tinygrad"]
 TRAINING = ["torch", "jax", "tinygrad"]
 
 
-def get_backend(name: str):
-    """The backend, or a skip naming why it cannot be used here."""
-    try:
-        return puffer.backend(name)
-    except Exception as e:  # noqa: BLE001 - any failure to build the backend means "not usable here"
-        pytest.skip(f"backend {name} is not usable here yet: {type(e).__name__}: {e}")
-
-
-def general_case_only_on_tinygrad(be, general: bool) -> None:
-    """Skip a special case on tinygrad, where generating each new kernel takes ~0.5 s.
-
-    The general case runs there and uses a superset of the special case's ops; the other backends
-    run every case.
-    """
-    if be.name == "tinygrad" and not general:
-        pytest.skip("special case: tinygrad runs this test's general case only (kernel generation is slow)")
 
 
 @pytest.fixture(params=ALL)
 def be(request):
-    return get_backend(request.param)
+    return puffer.backend(request.param)
 
 
 @pytest.fixture(params=TRAINING)
 def tbe(request):
-    return get_backend(request.param)
+    return puffer.backend(request.param)
 
 
 def np_rng(seed=0):
@@ -226,7 +210,6 @@ def test_unroll_resets_state_before_the_step(be, kind):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_unroll_without_resets_equals_never_resetting(be, kind):
-    general_case_only_on_tinygrad(be, False)
     mod = lstm if kind == "lstm" else gru
     p = nn_init.to_backend(be, random_rnn_params(kind, 2, 4))
     xs = arr(be, np_rng(2).standard_normal((3, 3, 2)), np.float64)
@@ -367,7 +350,6 @@ def squashed_reference(mean, log_std, low, high):
 
 @pytest.mark.parametrize("bounds", [None, (-2.0, 2.0), ((-1.0, 0.0, -3.0), (1.0, 2.0, 5.0))])
 def test_squashed_gaussian_matches_torch(be, bounds):
-    general_case_only_on_tinygrad(be, bounds is not None and np.ndim(bounds[0]) == 1)
     low, high = bounds if bounds else (-1.0, 1.0)
     d = distributions.DiagGaussian(3, squash=True, low=bounds and low, high=bounds and high)
     mean, log_std = logits_np((4, 3)), 0.3 * logits_np((3,), 1)

@@ -18,22 +18,15 @@ SHAPES = {"actor/0/w": (3, 4), "actor/0/b": (4,), "critic/w": (4, 1), "scale": (
 SMALL = {"w": (3, 4), "scale": ()}  # fewer kernels to compile where the number of parameters does not matter
 
 
-def get_backend(name: str):
-    """The backend, or a skip naming why it cannot be used here."""
-    try:
-        return puffer.backend(name)
-    except Exception as e:  # noqa: BLE001 - any failure to build the backend means "not usable here"
-        pytest.skip(f"backend {name} is not usable here yet: {type(e).__name__}: {e}")
-
 
 @pytest.fixture(params=ALL)
 def be(request):
-    return get_backend(request.param)
+    return puffer.backend(request.param)
 
 
 @pytest.fixture(params=TRAINING)
 def tbe(request):
-    return get_backend(request.param)
+    return puffer.backend(request.param)
 
 
 def np_params(seed=0, dtype=np.float64, shapes=SHAPES):
@@ -79,17 +72,16 @@ def run_puffer(be, opt, params, grads_seq, lrs, **kw):
     return out, state
 
 
-# (id, optimizer, torch reference, hyperparameters, general): tinygrad, where each new kernel takes
-# ~0.5 s to generate, runs only the general cases, whose ops are a superset of the special ones'.
+# (id, optimizer, torch reference, hyperparameters)
 CASES = [
-    ("adam", adam, torch.optim.Adam, {}, False),
-    ("adam-l2", adam, torch.optim.Adam, {"weight_decay": 0.1}, True),
-    ("adam-betas", adam, torch.optim.Adam, {"betas": (0.5, 0.9), "eps": 1e-3}, False),
-    ("adamw", adamw, torch.optim.AdamW, {}, False),
-    ("adamw-wd", adamw, torch.optim.AdamW, {"weight_decay": 0.3, "betas": (0.8, 0.99)}, True),
-    ("sgd", sgd, torch.optim.SGD, {}, False),
-    ("sgd-momentum", sgd, torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}, True),
-    ("sgd-nesterov", sgd, torch.optim.SGD, {"momentum": 0.8, "nesterov": True}, True),
+    ("adam", adam, torch.optim.Adam, {}),
+    ("adam-l2", adam, torch.optim.Adam, {"weight_decay": 0.1}),
+    ("adam-betas", adam, torch.optim.Adam, {"betas": (0.5, 0.9), "eps": 1e-3}),
+    ("adamw", adamw, torch.optim.AdamW, {}),
+    ("adamw-wd", adamw, torch.optim.AdamW, {"weight_decay": 0.3, "betas": (0.8, 0.99)}),
+    ("sgd", sgd, torch.optim.SGD, {}),
+    ("sgd-momentum", sgd, torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}),
+    ("sgd-nesterov", sgd, torch.optim.SGD, {"momentum": 0.8, "nesterov": True}),
 ]
 
 
@@ -102,9 +94,7 @@ def puffer_kwargs(kw: dict) -> dict:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_matches_torch_optim_float64_after_one_and_several_steps(be, case):
-    _, opt, torch_cls, kw, general = case
-    if be.name == "tinygrad" and not general:
-        pytest.skip("special case: tinygrad runs the general cases only (kernel generation is slow)")
+    _, opt, torch_cls, kw = case
     steps = 5
     params = np_params()
     r = np.random.default_rng(1)
