@@ -77,6 +77,17 @@ def _check_buffers(buffers: dict[str, np.ndarray], rows: int, dim: int, dtype: n
             raise PufferError(f"{name}: buffers[{key!r}] must be {shape} {dt}, got {b.shape} {b.dtype}")
 
 
+def bind_buffers(target: Any, buffers: dict[str, np.ndarray] | None, name: str) -> dict[str, np.ndarray]:
+    """Allocate (when None) or check `buffers` for `target`'s rows and flat observation space, and bind them."""
+    dim, dtype = target.single_observation_space.shape[0], target.single_observation_space.dtype
+    if buffers is None:
+        buffers = allocate_buffers(target.num_agents, dim, dtype)
+    _check_buffers(buffers, target.num_agents, dim, dtype, name)
+    for key in BUFFER_KEYS:
+        setattr(target, key, buffers[key])
+    return buffers
+
+
 # ------------------------------------------------------------------------------------------- actions
 
 class _Codec:
@@ -325,12 +336,7 @@ class GymnasiumEnvs:
         self.single_observation_space = flat_observation_space(self.structured_observation_space)
         self.actions = ActionEmulator([S.from_gymnasium(first.action_space)])
         self.single_action_space = self.actions.space
-        dim, dtype = self.single_observation_space.shape[0], self.single_observation_space.dtype
-        if buffers is None:
-            buffers = allocate_buffers(self.num_agents, dim, dtype)
-        _check_buffers(buffers, self.num_agents, dim, dtype, name)
-        for key in BUFFER_KEYS:
-            setattr(self, key, buffers[key])
+        buffers = bind_buffers(self, buffers, name)
         self._write = _ObsWriter(self.structured_observation_space, name)
         self._seed = seed
         self._returns = [0.0] * self.num_envs
@@ -459,12 +465,7 @@ class PettingZooEnvs:
             self.single_observation_space = S.Box(low, high, (dim,), dtype)
         self.actions = ActionEmulator(act_spaces)
         self.single_action_space = self.actions.space
-        dim, dtype = self.single_observation_space.shape[0], self.single_observation_space.dtype
-        if buffers is None:
-            buffers = allocate_buffers(self.num_agents, dim, dtype)
-        _check_buffers(buffers, self.num_agents, dim, dtype, name)
-        for key in BUFFER_KEYS:
-            setattr(self, key, buffers[key])
+        buffers = bind_buffers(self, buffers, name)
         self._writers = [_ObsWriter(s, f"{name} agent {a!r}") for a, s in zip(self.possible_agents, obs_spaces)]
         self._has_state = callable(getattr(first, "state", None)) and hasattr(first, "state_space")
         self._seed = seed
@@ -623,15 +624,11 @@ class FlatNative:
         self.agents_per_env = int(getattr(cls, "agents_per_env", 1))
         self.num_envs = int(num_envs)
         self.num_agents = self.num_envs * self.agents_per_env
-        dim, dtype = self.single_observation_space.shape[0], self.single_observation_space.dtype
-        if buffers is None:
-            buffers = allocate_buffers(self.num_agents, dim, dtype)
-        _check_buffers(buffers, self.num_agents, dim, dtype, self.name)
-        for key in BUFFER_KEYS:
-            setattr(self, key, buffers[key])
+        buffers = bind_buffers(self, buffers, self.name)
         row_shape, native_dtype = native_observation_layout(cls, kwargs)
         native_buffers = dict(buffers)
-        self._direct = native_dtype == dtype and int(np.prod(row_shape)) == dim
+        obs = buffers["observations"]
+        self._direct = native_dtype == obs.dtype and int(np.prod(row_shape)) == obs.shape[1]
         if self._direct:
             native_buffers["observations"] = buffers["observations"].reshape((self.num_agents,) + row_shape)
         else:

@@ -12,21 +12,6 @@ import puffer
 from puffer.nn import attention, distributions, embedding, gru, layer_norm, linear, lstm, mlp
 from puffer.nn import init as nn_init
 
-ALL = ["numpy", "torch", "jax", "tinygrad"]
-TRAINING = ["torch", "jax", "tinygrad"]
-
-
-
-
-@pytest.fixture(params=ALL)
-def be(request):
-    return puffer.backend(request.param)
-
-
-@pytest.fixture(params=TRAINING)
-def tbe(request):
-    return puffer.backend(request.param)
-
 
 def np_rng(seed=0):
     return np.random.default_rng(seed)

@@ -12,21 +12,8 @@ import puffer
 from puffer.errors import GradientError
 from puffer.optim import adam, adamw, clip_by_global_norm, cosine, linear, sgd
 
-ALL = ["numpy", "torch", "jax", "tinygrad"]
-TRAINING = ["torch", "jax", "tinygrad"]
 SHAPES = {"actor/0/w": (3, 4), "actor/0/b": (4,), "critic/w": (4, 1), "scale": ()}
 SMALL = {"w": (3, 4), "scale": ()}  # fewer kernels to compile where the number of parameters does not matter
-
-
-
-@pytest.fixture(params=ALL)
-def be(request):
-    return puffer.backend(request.param)
-
-
-@pytest.fixture(params=TRAINING)
-def tbe(request):
-    return puffer.backend(request.param)
 
 
 def np_params(seed=0, dtype=np.float64, shapes=SHAPES):

@@ -13,7 +13,7 @@ import puffer
 from puffer import checkpoint, optim
 from puffer.algos import advantage
 from puffer.algos.config import PPOConfig
-from puffer.algos.ppo import HYPER_KEYS, LossStatic, make_update
+from puffer.algos.ppo import LossStatic, hyper_arrays, make_update
 from puffer.algos.rollout import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, to_env_actions
@@ -302,7 +302,7 @@ class PPO:
         values = {"lr": lr, "clip_coef": cfg.clip_coef, "vf_clip": cfg.vf_clip, "vf_coef": cfg.vf_coef,
                   "ent_coef": cfg.ent_coef, "max_grad_norm": cfg.max_grad_norm}
         self.current_lr = lr
-        return {k: self.be.asarray(np.asarray(values[k], np.float32)) for k in HYPER_KEYS}
+        return hyper_arrays(self.be, values)
 
     def compute_advantages(self) -> None:
         """GAE on the host through the numpy backend (V-trace is recomputed live inside the loss)."""
