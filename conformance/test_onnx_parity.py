@@ -23,8 +23,8 @@ import pytest
 
 from puffer import checkpoint, optim, spaces
 from puffer.algos.ppo import LossStatic, hyper_arrays, make_update
-from puffer.algos.rollout import RunningNorm
 from puffer.policies import make_policy
+from puffer.train import RunningNorm
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -8,8 +8,9 @@ Layout of a run's checkpoint directory:
 A checkpoint is written into a temporary directory (every file fsynced), which is then renamed into
 place; LATEST and BEST move after that. A process killed mid-save therefore leaves at most a stray
 temporary directory (removed by the next save) and the previous checkpoint loadable.
-A checkpoint path may also be `hf://user/name[@revision]`: it is downloaded from the Hugging Face Hub
-into a local cache first (see `puffer.hub`).
+This module is storage only: it knows no algorithm (the manifest names the algorithm and its policy,
+and `puffer.train.resume_trainer` rebuilds it) and no Hub (`puffer.hub.locate` turns an
+`hf://user/name` reference into a local directory first).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import puffer
 from puffer.errors import CheckpointError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Versions this puffer can read; older ones are migrated on load by _MIGRATIONS[v] (v -> v + 1).
 OLDEST_READABLE = 1
 CHECKPOINTS = "checkpoints"
@@ -245,10 +246,9 @@ def resolve(path: str | Path, which: str = "latest") -> Path:
     """The checkpoint directory for a checkpoint, a run directory (its latest or best) or an hf:// reference."""
     if which not in ("latest", "best"):
         raise CheckpointError(f"which={which!r}: choose 'latest' or 'best'")
-    if isinstance(path, str) and path.startswith("hf://"):
-        from puffer import hub
-
-        path = hub.download(path)
+    if str(path).startswith("hf:/"):
+        raise CheckpointError(f"{path}: a Hub reference; download it with puffer.hub.locate() first (the CLI and "
+                              "CheckpointPolicy do)")
     path = Path(path)
     if (path / "manifest.json").is_file():
         return path
@@ -273,7 +273,24 @@ def _migrate_1(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "format_version": 2, "env_state": None, "trainer_state": None}
 
 
-_MIGRATIONS = {1: _migrate_1}
+def policy_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The acting policy's description: the manifest's `policy`, or for manifests without one (version 2,
+    written by the PPO-only trainer) the one PPO's config keys described."""
+    if manifest.get("policy"):
+        return manifest["policy"]
+    cfg = manifest.get("config", {})
+    kind = cfg.get("policy", "mlp")
+    # the LSTM policy always had one layer, whatever the config said
+    return {"kind": kind, "hidden_size": cfg.get("hidden_size", 64),
+            "num_layers": 1 if kind == "lstm" else cfg.get("num_layers", 2), "activation": cfg.get("activation", "tanh")}
+
+
+def _migrate_2(manifest: dict[str, Any]) -> dict[str, Any]:
+    # version 3 names the algorithm and the policy so that eval, export and resume need no algorithm's config
+    return {**manifest, "format_version": 3, "algo": manifest.get("algo", "ppo"), "policy": policy_spec(manifest)}
+
+
+_MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
 def migrate(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -329,27 +346,3 @@ def load(path: str | Path, which: str = "latest") -> tuple[dict[str, dict[str, n
                                   "saving")
         groups[name] = _read_tensors(f, data)
     return groups, manifest
-
-
-def resume_trainer(path: str | Path, backend: str | None = None, env: Any = None, **config_overrides: Any) -> Any:
-    """A trainer rebuilt from a checkpoint's config and restored, on `backend` (default: the one it was saved on).
-
-    `env` defaults to the env name saved in the checkpoint; `config_overrides` replace config fields
-    (e.g. `total_steps=1_000_000`). Any training backend can resume a checkpoint of any other.
-    """
-    manifest = read_manifest(path)
-    algo = manifest.get("algo", "ppo")
-    if algo != "ppo":
-        raise CheckpointError(f"{manifest['path']}: algorithm {algo!r} cannot be resumed by this puffer (ppo only)")
-    from puffer.algos.config import PPOConfig
-    from puffer.algos.trainer import PPO
-
-    config = PPOConfig.from_dict({**manifest["config"], **config_overrides})
-    trainer = PPO(env if env is not None else manifest["env"], backend=backend or manifest.get("backend"),
-                  config=config)
-    try:
-        trainer.restore(manifest["path"])
-    except BaseException:
-        trainer.close()
-        raise
-    return trainer

@@ -1,4 +1,4 @@
-"""The `puffer` command line: backends, envs, conformance, train, eval, export, push."""
+"""The `puffer` command line: backends, envs, algos, conformance, train, eval, export, push."""
 
 from __future__ import annotations
 
@@ -45,10 +45,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `puffer` command."""
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser of the `puffer` command (`puffer train`'s flags are those of the algorithm in `argv`)."""
+    import puffer
+
     parser = argparse.ArgumentParser(prog="puffer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"puffer {puffer.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("backends", help="list backends and whether they are installed")
     p.set_defaults(func=_cmd_backends)
@@ -69,18 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     from puffer import hub
-    from puffer.algos import cli as algo_cli
+    from puffer.train import cli as train_cli
 
-    algo_cli.add_commands(sub)
+    algo = train_cli.selected_algo(argv[1:]) if argv and argv[0] == "train" else train_cli.DEFAULT_ALGO
+    train_cli.add_commands(sub, algo)
     hub.add_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `puffer` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     # pytest options (-q, -x, -k ...) pass through `puffer conformance` without needing `--`
     args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     if extra:
         if args.command != "conformance":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

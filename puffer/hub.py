@@ -115,7 +115,7 @@ puffer train --resume hf://{repo_id} --steps 1000000            # keep training
 ```
 
 ```python
-from puffer.algos.evaluate import CheckpointPolicy
+from puffer.train import CheckpointPolicy
 
 policy = CheckpointPolicy("hf://{repo_id}", backend="jax")
 actions = policy.act(observations)   # observations: float32 [batch, {obs_dim}]
@@ -172,6 +172,13 @@ def _export_onnx(ckpt: Path, out: Path) -> str | None:
     except (PufferError, ImportError) as e:
         return f"the policy could not be exported ({e})"
     return None
+
+
+def locate(path: str | Path) -> Path:
+    """A local checkpoint or run directory for `path`; `hf://user/name[@revision]` is downloaded first."""
+    if isinstance(path, str) and path.startswith("hf://"):
+        return download(path)
+    return Path(path)
 
 
 def download(ref: str, cache_dir: str | Path | None = None, token: str | None = None) -> Path:

@@ -261,6 +261,22 @@ def make_policy(observation_space: Any, action_space: Any, kind: str = "mlp", hi
     raise SpaceError(f"unknown policy kind {kind!r}; choose mlp or lstm")
 
 
+def policy_spec(policy: Policy) -> dict[str, Any]:
+    """The JSON description checkpoints and exports keep, from which `from_spec` rebuilds the policy."""
+    kind = "lstm" if isinstance(policy, LSTMPolicy) else "mlp"
+    return {"kind": kind, "hidden_size": policy.hidden_size, "num_layers": policy.num_layers,
+            "activation": policy.activation}
+
+
+def from_spec(observation_space: Any, action_space: Any, spec: dict[str, Any]) -> Policy:
+    """The policy `policy_spec` described, for these spaces."""
+    try:
+        return make_policy(observation_space, action_space, spec["kind"], spec["hidden_size"], spec["num_layers"],
+                           spec["activation"])
+    except (KeyError, TypeError) as e:
+        raise SpaceError(f"policy spec {spec!r} lacks kind, hidden_size, num_layers or activation ({e})") from None
+
+
 def reset_state(be: Backend, state: tuple, starts: Array) -> tuple:
     """State with rows zeroed where `starts` [B] is 1 (a new episode begins)."""
     if not state:

@@ -76,12 +76,13 @@ def test_format_versions(tmp_path):
     # version 1 (the seed's format) had no env or in-flight trainer state: migrated on load
     mpath.write_text(json.dumps({**manifest, "format_version": 1}))
     _, meta = checkpoint.load(tmp_path)
-    assert meta["format_version"] == 2 and meta["env_state"] is None and meta["trainer_state"] is None
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION == 3
+    assert meta["env_state"] is None and meta["trainer_state"] is None and meta["algo"] == "ppo"
     mpath.write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(CheckpointError, match=r"format version 99 .*upgrade puffer to one that reads version 99"):
         checkpoint.load(tmp_path)
     mpath.write_text(json.dumps({**manifest, "format_version": 0}))
-    with pytest.raises(CheckpointError, match=r"version 0 is too old.*reads versions 1 to 2"):
+    with pytest.raises(CheckpointError, match=r"version 0 is too old.*reads versions 1 to 3"):
         checkpoint.load(tmp_path)
     mpath.write_text(json.dumps({**manifest, "format_version": "2.0-beta"}))
     with pytest.raises(CheckpointError, match=r"unknown checkpoint format version '2.0-beta'"):

@@ -13,7 +13,7 @@ import pytest
 import puffer
 from puffer import checkpoint, spaces
 from puffer.errors import ExportError
-from puffer.policies import MLPPolicy, make_policy
+from puffer.policies import MLPPolicy, make_policy, policy_spec
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,7 +32,8 @@ def make_run(tmp: Path, action_space: spaces.Space = DISCRETE, kind: str = "mlp"
     if obs_norm:
         groups["obs_norm"] = {"mean": np.arange(4.0), "var": np.full(4, 4.0), "count": np.asarray(100.0)}
     config = {"policy": kind, "hidden_size": 8, "num_layers": 2, "activation": "tanh", "env_kwargs": {}}
-    meta = {"env": "cartpole", "backend": "jax", "config": config, "observation_space": OBS.to_json(),
+    meta = {"env": "cartpole", "backend": "jax", "config": config, "algo": "ppo", "policy": policy_spec(policy),
+            "observation_space": OBS.to_json(),
             "action_space": action_space.to_json(), "structured_observation_space": None}
     checkpoint.save(tmp / "run", 3, groups, meta)
     return tmp / "run"
@@ -59,8 +60,8 @@ def test_export_metadata_and_symbolic_batch(tmp_path: Path) -> None:
 
 
 def test_exported_normalization_matches_running_norm(tmp_path: Path) -> None:
-    from puffer.algos.rollout import RunningNorm
     from puffer.deploy import Policy
+    from puffer.train import RunningNorm
 
     run = make_run(tmp_path, obs_norm=True)
     plain = Policy.load(export(make_run(tmp_path / "plain"), tmp_path / "plain.onnx"))

@@ -23,10 +23,9 @@ import pytest
 pytest.importorskip("huggingface_hub")
 
 from puffer import checkpoint, hub  # noqa: E402
-from puffer.algos.config import PPOConfig  # noqa: E402
-from puffer.algos.evaluate import CheckpointPolicy  # noqa: E402
-from puffer.algos.trainer import PPO  # noqa: E402
+from puffer.algos import PPO, PPOConfig  # noqa: E402
 from puffer.cli import main  # noqa: E402
+from puffer.train import CheckpointPolicy  # noqa: E402
 
 TOKEN = "hf_puffer_test_token"
 

@@ -25,8 +25,8 @@ def test_truncation_bootstraps_from_true_final_observation_not_reset_one() -> No
         term = np.zeros(n, bool)
         trunc[[1, 5]] = True
         term[5] = True  # terminated and truncated at once: termination wins, nothing to bootstrap
-        out = trainer._bootstrap_truncated(rewards, trunc, term, {"final_observation": final}, None)
-        value = trainer.be.to_numpy(trainer._value(trainer.params, trainer.be.asarray(final), trainer._state))
+        out = trainer._bootstrap({"rewards": rewards}, trunc, term, {"final_observation": final}, None)["rewards"]
+        value = trainer.be.to_numpy(trainer._values(trainer.params, trainer.be.asarray(final), trainer._state))[:, 0]
         expected = rewards.copy()
         expected[1] += trainer.config.gamma * value[1]
         np.testing.assert_allclose(out, expected, rtol=1e-6)

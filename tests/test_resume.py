@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from puffer import checkpoint
-from puffer.algos.config import PPOConfig
-from puffer.algos.trainer import PPO
+from puffer.algos import PPO, PPOConfig
 from puffer.cli import main
 from puffer.errors import PufferError
+from puffer.train import resume_trainer
 
 TINY = dict(num_envs=8, rollout_len=16, minibatch_size=64, hidden_size=16, update_epochs=2, bptt_horizon=8)
 
@@ -25,7 +25,7 @@ def _straight_and_resumed(tmp_path, backend: str, **overrides):
     saved = checkpoint.load(tmp_path)[0]["resume"]
     assert {"trainer.obs", "trainer.starts", "env.state", "env._episode_return"} <= set(saved)
     assert ("trainer.state.0" in saved) == (cfg.policy == "lstm")  # the LSTM's (h, c) travel with the run
-    resumed = checkpoint.resume_trainer(tmp_path, backend=backend)
+    resumed = resume_trainer(tmp_path, backend=backend)
     assert resumed.resumed_exactly and resumed.global_step == 256
     resumed.train(512)
     return straight, resumed
@@ -64,7 +64,7 @@ def test_torch_checkpoint_keeps_learning_on_jax_and_tinygrad(tmp_path):
     at_save, saved_params = trainer.mean_return(20), trainer.numpy_params()
     trainer.close()
     for backend, steps in (("jax", 4096), ("tinygrad", 3072)):
-        resumed = checkpoint.resume_trainer(tmp_path, backend=backend)
+        resumed = resume_trainer(tmp_path, backend=backend)
         assert resumed.be.name == backend and resumed.resumed_exactly and resumed.global_step == 2048
         resumed.train(steps)
         assert resumed.global_step == steps

@@ -1,6 +1,5 @@
-"""Algorithms written once against the backend interface: PPO (with GAE or live V-trace)."""
+"""Algorithms, one module each, on the shared machinery of `puffer.train`: PPO (with GAE or live V-trace)."""
 
-from puffer.algos.config import PPOConfig
-from puffer.algos.trainer import PPO
+from puffer.algos.ppo import PPO, PPOConfig
 
 __all__ = ["PPO", "PPOConfig"]

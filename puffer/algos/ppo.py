@@ -1,23 +1,104 @@
-"""PPO as pure functions over the backend interface: the clipped loss and the compiled update step.
+"""PPO (Schulman et al. 2017) with GAE or live V-trace, written once: config, loss, update, declaration.
 
-Minibatches are `[S, L]` sequences (L = 1 for shuffled single steps, L = bptt_horizon for recurrent
-policies or V-trace). Every per-call value that may change (lr, clip coefficients, entropy weight)
-arrives in `hyper` as 0-d arrays so compiled steps never freeze them.
+Read top to bottom: the config (every field a flag), the clipped loss, the compiled update step,
+then `declare`, which tells the machinery (`puffer.train`) what PPO needs: an actor-critic policy,
+log-prob and value recorded per step, rewards bootstrapped with the value, GAE on the host and
+shuffled minibatches. Minibatches are `[S, L]` sequences (L = 1 for shuffled single steps, L =
+bptt_horizon for recurrent policies or V-trace). Every per-call value that may change (lr, clip
+coefficients, entropy weight) arrives in `hyper` as 0-d arrays so compiled steps never freeze them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+import puffer
 from puffer import optim
-from puffer.algos.advantage import vtrace
+from puffer.algos.advantage import gae, vtrace
 from puffer.backends.base import Array, Backend, Params
+from puffer.errors import PufferError
+from puffer.policies import act, make_policy, policy_spec
+from puffer.train import Algorithm, Plan, RunConfig, Trainer, hyper_arrays, register, unpack
 
 HYPER_KEYS = ("lr", "clip_coef", "vf_clip", "vf_coef", "ent_coef", "max_grad_norm")
+STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    """PPO hyperparameters; the defaults solve the built-in CartPole in well under 300k steps."""
+
+    policy: str = "mlp"
+    """Policy network: mlp (separate actor and critic MLPs) or lstm (shared encoder and LSTM)."""
+    hidden_size: int = 64
+    """Width of the hidden layers (the LSTM's state size for --policy lstm)."""
+    num_layers: int = 2
+    """Hidden layers of each MLP."""
+    activation: str = "tanh"
+    """Activation of the hidden layers."""
+    rollout_len: int = 32
+    """Steps of every env row per rollout; one update follows each rollout."""
+    bptt_horizon: int = 16
+    """Sequence length of recurrent (and V-trace) training; must divide rollout_len."""
+    minibatch_size: int = 512
+    """Env steps per minibatch; must divide num_envs * agents * rollout_len."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    learning_rate: float = 2.5e-3
+    """Adam step size at the start of training."""
+    lr_schedule: str = "linear"
+    """Learning-rate annealing over total_steps: linear or cosine to 0, or constant."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (also V-trace's lambda)."""
+    advantage: str = "gae"
+    """Advantage estimator: gae (once per rollout, on the host) or vtrace (live ratios, every minibatch)."""
+    vtrace_rho_clip: float = 1.0
+    """V-trace clip of the importance weight rho."""
+    vtrace_c_clip: float = 1.0
+    """V-trace clip of the trace coefficient c."""
+    clip_coef: float = 0.2
+    """Clip range of the probability ratio in the surrogate objective."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    vf_clip: float = 0.2
+    """Clip range of the value update around the rollout's value (0 turns value clipping off)."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    norm_adv: bool = True
+    """Standardize advantages per minibatch."""
+    adam_eps: float = 1e-5
+    """Adam's epsilon."""
+    adam_b1: float = 0.9
+    """Adam's beta1."""
+    adam_b2: float = 0.999
+    """Adam's beta2."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) when above 0."""
+    target_kl: float | None = None
+    """Stop an update's epochs early once the mean approximate KL exceeds this."""
+
+    CHOICES: ClassVar[dict[str, tuple]] = {"policy": ("mlp", "lstm"), "activation": ("tanh", "relu", "gelu"),
+                                           "lr_schedule": ("linear", "cosine", "constant"),
+                                           "advantage": ("gae", "vtrace")}
+    POSITIVE: ClassVar[tuple[str, ...]] = ("rollout_len", "bptt_horizon", "minibatch_size", "update_epochs",
+                                           "hidden_size", "num_layers")
+
+    def validate(self) -> None:
+        """Raise PufferError naming the first field whose value cannot work."""
+        super().validate()
+        sequences = self.policy == "lstm" or self.advantage == "vtrace"
+        if sequences and self.rollout_len % self.bptt_horizon:
+            raise PufferError(
+                f"config rollout_len={self.rollout_len} must be a multiple of bptt_horizon={self.bptt_horizon}"
+            )
 
 
 @dataclass(frozen=True)
@@ -39,6 +120,37 @@ def masked_mean(be: Backend, x: Array, mask: Array) -> Array:
     return xp.sum(x * mask) / xp.maximum(xp.sum(mask), xp.ones_like(xp.sum(mask)))
 
 
+def standardize(be: Backend, x: Array, mask: Array) -> Array:
+    """`x` shifted and scaled to mean 0 and std 1 over the masked entries."""
+    mean = masked_mean(be, x, mask)
+    var = masked_mean(be, (x - mean) ** 2, mask)
+    return (x - mean) / (be.xp.sqrt(var) + 1e-8)
+
+
+def surrogate_loss(be: Backend, ratio: Array, adv: Array, mask: Array, clip: Array) -> Array:
+    """The clipped surrogate policy loss, averaged over masked entries."""
+    xp = be.xp
+    return masked_mean(be, xp.maximum(-adv * ratio, -adv * xp.clip(ratio, 1.0 - clip, 1.0 + clip)), mask)
+
+
+def value_loss(be: Backend, new_values: Array, old_values: Array, returns: Array, mask: Array,
+               clip: Array | None) -> Array:
+    """Half the (optionally clipped, as in PPO2) squared error of the value against its targets."""
+    xp = be.xp
+    err = (new_values - returns) ** 2
+    if clip is not None:
+        clipped = old_values + xp.clip(new_values - old_values, -clip, clip)
+        err = xp.maximum(err, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(be, err, mask)
+
+
+def ratio_stats(be: Backend, ratio: Array, log_ratio: Array, mask: Array, clip: Array) -> dict[str, Array]:
+    """Approximate KL (k3 estimator) and the fraction of clipped ratios."""
+    xp = be.xp
+    return {"approx_kl": be.stop_gradient(masked_mean(be, (ratio - 1.0) - log_ratio, mask)),
+            "clipfrac": masked_mean(be, xp.astype(xp.abs(ratio - 1.0) > clip, ratio.dtype), mask)}
+
+
 def ppo_loss(be: Backend, policy: Any, static: LossStatic, params: Params, mb: dict[str, Array],
              hyper: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
     """Clipped-surrogate PPO loss with clipped value loss and entropy bonus; returns (loss, stats)."""
@@ -57,38 +169,27 @@ def ppo_loss(be: Backend, policy: Any, static: LossStatic, params: Params, mb: d
         returns = adv + mb["values"]
     else:
         adv, returns = mb["adv"], mb["returns"]
-
     if static.norm_adv:
-        mean = masked_mean(be, adv, mask)
-        var = masked_mean(be, (adv - mean) ** 2, mask)
-        adv = (adv - mean) / (xp.sqrt(var) + 1e-8)
+        adv = standardize(be, adv, mask)
 
-    clip = hyper["clip_coef"]
-    pg_loss = masked_mean(be, xp.maximum(-adv * ratio, -adv * xp.clip(ratio, 1.0 - clip, 1.0 + clip)), mask)
-
-    v_err = (new_values - returns) ** 2
-    if static.clip_vloss:
-        v_clipped = mb["values"] + xp.clip(new_values - mb["values"], -hyper["vf_clip"], hyper["vf_clip"])
-        v_err = xp.maximum(v_err, (v_clipped - returns) ** 2)
-    v_loss = 0.5 * masked_mean(be, v_err, mask)
+    pg_loss = surrogate_loss(be, ratio, adv, mask, hyper["clip_coef"])
+    v_loss = value_loss(be, new_values, mb["values"], returns, mask, hyper["vf_clip"] if static.clip_vloss else None)
     ent = masked_mean(be, entropy, mask)
     loss = pg_loss - hyper["ent_coef"] * ent + hyper["vf_coef"] * v_loss
-
-    stats = {
-        "policy_loss": pg_loss,
-        "value_loss": v_loss,
-        "entropy": ent,
-        "approx_kl": be.stop_gradient(masked_mean(be, (ratio - 1.0) - log_ratio, mask)),
-        "clipfrac": masked_mean(be, xp.astype(xp.abs(ratio - 1.0) > clip, ratio.dtype), mask),
-    }
+    stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent,
+             **ratio_stats(be, ratio, log_ratio, mask, hyper["clip_coef"])}
     return loss, stats
 
 
 def make_update(be: Backend, policy: Any, static: LossStatic, opt: Any = optim.adam,
-                opt_kwargs: dict | None = None) -> Callable:
-    """`update(params, opt_state, mb, hyper) -> (params, opt_state, stats)`: loss, grads, clip, step."""
+                opt_kwargs: dict | None = None, loss_fn: Callable | None = None) -> Callable:
+    """`update(params, opt_state, mb, hyper) -> (params, opt_state, stats)`: loss, grads, clip, step.
+
+    `loss_fn(be, policy, static, params, mb, hyper)` defaults to `ppo_loss`; PPO's relatives pass their own.
+    """
     opt_kwargs = dict(opt_kwargs or {})
-    loss_and_grad = be.value_and_grad(lambda p, mb, hyper: ppo_loss(be, policy, static, p, mb, hyper), has_aux=True)
+    loss_fn = loss_fn or ppo_loss
+    loss_and_grad = be.value_and_grad(lambda p, mb, hyper: loss_fn(be, policy, static, p, mb, hyper), has_aux=True)
 
     def update(params: Params, opt_state: dict, mb: dict, hyper: dict):
         (loss, stats), grads = loss_and_grad(params, mb, hyper)
@@ -99,6 +200,92 @@ def make_update(be: Backend, policy: Any, static: LossStatic, opt: Any = optim.a
     return update
 
 
-def hyper_arrays(be: Backend, values: dict[str, float]) -> dict[str, Array]:
-    """0-d float32 arrays for the per-call hyperparameters."""
-    return {k: be.asarray(np.asarray(values[k], dtype=np.float32)) for k in HYPER_KEYS}
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var(returns - values) / Var(returns) (nan when the returns do not vary)."""
+    v, r = values.ravel(), returns.ravel()
+    var_r = np.var(r)
+    return float("nan") if var_r == 0 else float(1 - np.var(r - v) / var_r)
+
+
+def learning_rate(cfg: PPOConfig, progress: float) -> float:
+    """The annealed learning rate after `progress` (0 to 1) of training."""
+    if cfg.lr_schedule == "linear":
+        return optim.linear(progress, 1.0, cfg.learning_rate, 0.0)
+    if cfg.lr_schedule == "cosine":
+        return optim.cosine(progress, 1.0, cfg.learning_rate, 0.0)
+    return cfg.learning_rate
+
+
+def optimizer(cfg: PPOConfig) -> tuple[Any, dict[str, float]]:
+    """Adam, or AdamW when weight decay is set, with the config's betas and epsilon."""
+    kwargs = {"beta1": cfg.adam_b1, "beta2": cfg.adam_b2, "eps": cfg.adam_eps}
+    if cfg.weight_decay:
+        return optim.adamw, {**kwargs, "weight_decay": cfg.weight_decay}
+    return optim.adam, kwargs
+
+
+def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None) -> Plan:
+    """PPO's needs: an actor-critic, log-prob and value per step, GAE on the host, shuffled minibatches."""
+    be, env = run.be, run.env
+    policy = make_policy(env.single_observation_space, env.single_action_space, cfg.policy, cfg.hidden_size,
+                         cfg.num_layers, cfg.activation)
+    params = policy.init(be, cfg.seed)
+    opt, opt_kwargs = optimizer(cfg)
+    static = LossStatic(cfg.advantage, cfg.norm_adv, cfg.gamma, cfg.gae_lambda, cfg.vtrace_rho_clip,
+                        cfg.vtrace_c_clip, cfg.vf_clip > 0)
+    update = make_update(be, policy, static, opt, opt_kwargs, loss_fn)
+    vtraced = cfg.advantage == "vtrace"
+    segment = 1 if (cfg.policy == "mlp" and not vtraced) else cfg.bptt_horizon
+    xp = be.xp
+
+    def act_fn(be, params, obs, state, starts, noise):
+        actions, logp, value, state = act(be, policy, params, obs, state, starts, noise)
+        return actions, (logp, value), state
+
+    def values_fn(be, params, obs, state):
+        return (policy.step(be, params, obs, state)[1],)
+
+    def build_step(layout):
+        def step(params, opt_state, acc, packed, nexts, state, hyper):
+            mb = unpack(be, layout, packed)
+            mb["next_value"], mb["state"] = nexts[:, 0], state
+            params, opt_state, stats = update(params, opt_state, mb, hyper)
+            return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
+
+        return be.compile(step, donate=(0, 1, 2))
+
+    def prepare(buf):
+        """GAE on the host through the numpy backend; V-trace recomputes its own inside the loss, and its
+        on-policy targets here serve explained variance."""
+        buf.adv[...] = gae(puffer.backend("numpy"), buf.rewards, buf.values, buf.next["values"], buf.dones,
+                           cfg.gamma, cfg.gae_lambda)
+        buf.returns[...] = buf.adv + buf.values
+
+    def hyper(progress: float) -> dict[str, float]:
+        return {"lr": learning_rate(cfg, progress), "clip_coef": cfg.clip_coef, "vf_clip": cfg.vf_clip,
+                "vf_coef": cfg.vf_coef, "ent_coef": cfg.ent_coef, "max_grad_norm": cfg.max_grad_norm}
+
+    fields = ["obs", "actions", "logp", "values", "mask", "starts"]
+    fields += ["rewards", "dones"] if vtraced else ["adv", "returns"]
+    return Plan(
+        policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params),
+        act=act_fn, outputs=("logp", "values"), values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
+        build_step=build_step, minibatch_fields=tuple(fields), stat_keys=STAT_KEYS, hyper=hyper,
+        rollout_len=cfg.rollout_len, minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs, segment=segment,
+        prepare=prepare, derived={"adv": 0, "returns": 0},
+        early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl),
+        summarize=lambda buf: {"explained_variance": explained_variance(buf.values, buf.returns)},
+    )
+
+
+ALGORITHM = register(Algorithm("ppo", "Proximal Policy Optimization: clipped surrogate, GAE or live V-trace, MLP or "
+                               "LSTM", PPOConfig, declare))
+
+
+class PPO(Trainer):
+    """Proximal Policy Optimization written once: `PPO(env, backend="torch").train(200_000)`."""
+
+    algorithm = ALGORITHM
+
+
+__all__ = ["PPO", "PPOConfig", "LossStatic", "ppo_loss", "make_update", "hyper_arrays", "declare", "ALGORITHM"]

@@ -19,7 +19,7 @@ import puffer
 from puffer import checkpoint, spaces
 from puffer.deploy import FORMAT_VERSION, META
 from puffer.errors import ExportError
-from puffer.policies import LSTMPolicy, Policy, make_policy
+from puffer.policies import LSTMPolicy, Policy, from_spec
 
 __all__ = ["export", "build_model", "state_names"]
 
@@ -34,7 +34,7 @@ def state_names(policy: Policy) -> tuple[str, ...]:
 
 def _norm_constants(obs_norm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     # exactly the float32 constants RunningNorm applies on the host during training
-    from puffer.algos.rollout import RunningNorm
+    from puffer.train.buffers import RunningNorm
 
     mean = np.asarray(obs_norm["mean"], np.float64)
     norm = RunningNorm(len(mean))
@@ -99,8 +99,8 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
     obs_space = spaces.from_json(manifest["observation_space"])
     act_space = spaces.from_json(manifest["action_space"])
     cfg = manifest["config"]
-    policy = make_policy(obs_space, act_space, cfg["policy"], cfg["hidden_size"], cfg["num_layers"],
-                         cfg["activation"])
+    spec = checkpoint.policy_spec(manifest)
+    policy = from_spec(obs_space, act_space, spec)
     obs_norm = groups.get("obs_norm")
     head = policy.head
     names = state_names(policy)
@@ -119,9 +119,7 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
         META["backend"]: str(manifest.get("backend")),
         META["env"]: str(manifest.get("env")),
         META["env_kwargs"]: json.dumps(cfg.get("env_kwargs", {})),
-        META["policy"]: json.dumps({"kind": cfg["policy"], "hidden_size": cfg["hidden_size"],
-                                    "num_layers": cfg["num_layers"], "activation": cfg["activation"],
-                                    "recurrent": policy.recurrent}),
+        META["policy"]: json.dumps({**spec, "recurrent": policy.recurrent, "algo": manifest.get("algo", "ppo")}),
         META["head"]: json.dumps({"action_dim": head.action_dim, "num_discrete": head.num_discrete,
                                   "num_continuous": head.num_continuous, "noise_dim": head.noise_dim}),
         META["state"]: json.dumps([[n, h] for n, h in zip(names, hidden)]),

@@ -9,9 +9,9 @@ import numpy as np
 
 import puffer
 from puffer import checkpoint, spaces
-from puffer.algos.rollout import RunningNorm
 from puffer.errors import PufferError
-from puffer.policies import make_policy, reset_state, to_env_actions
+from puffer.policies import from_spec, reset_state, to_env_actions
+from puffer.train.buffers import RunningNorm
 
 
 class Actor(Protocol):
@@ -67,17 +67,17 @@ class PolicyActor:
 
 
 class CheckpointPolicy(PolicyActor):
-    """A trained policy loaded from a checkpoint (saved on any backend), run on any backend."""
+    """The acting policy of a checkpoint (any algorithm, saved on any backend, or hf://user/name), on any backend."""
 
     def __init__(self, path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0):
-        groups, meta = checkpoint.load(path)
+        from puffer.hub import locate
+
+        groups, meta = checkpoint.load(locate(path))
         self.meta = meta
         be = puffer.backend(backend or meta.get("backend"))
         observation_space = spaces.from_json(meta["observation_space"])
         action_space = spaces.from_json(meta["action_space"])
-        cfg = meta["config"]
-        policy = make_policy(observation_space, action_space, cfg["policy"], cfg["hidden_size"], cfg["num_layers"],
-                             cfg["activation"])
+        policy = from_spec(observation_space, action_space, checkpoint.policy_spec(meta))
         expected = set(policy.init(None, 0))
         if set(groups["params"]) != expected:
             raise PufferError(f"{path}: parameters {sorted(groups['params'])} do not fit the policy, which needs "

@@ -80,33 +80,38 @@ def unpack(be: Backend, layout: Layout, packed: Array) -> dict[str, Array]:
 
 
 class RolloutBuffer:
-    """One rollout: `[N, T]` per-row sequences written column by column as the envs step."""
+    """One rollout: `[N, T]` per-row sequences, one array per declared field, written as the envs step.
 
-    def __init__(self, num_rows: int, horizon: int, obs_dim: int, action_dim: int):
-        n, t = num_rows, horizon
-        self.obs = np.zeros((n, t, obs_dim), np.float32)
-        self.actions = np.zeros((n, t, action_dim), np.float32)
-        self.logp = np.zeros((n, t), np.float32)
-        self.values = np.zeros((n, t), np.float32)
-        self.rewards = np.zeros((n, t), np.float32)
-        self.dones = np.zeros((n, t), np.float32)
-        self.starts = np.zeros((n, t), np.float32)
-        self.mask = np.ones((n, t), np.float32)
-        self.next_value = np.zeros(n, np.float32)
-        self.adv = np.zeros((n, t), np.float32)
-        self.returns = np.zeros((n, t), np.float32)
+    `fields` maps a name to its trailing width (0: one number per step). Every buffer has the step
+    fields the machinery writes (`obs`, `actions`, `rewards`, `dones`, `starts`, `mask`); an
+    algorithm adds the outputs its act function records (`logp`, `values`, ...), env channels
+    (`cost`, ...) and the fields its advantage step fills (`adv`, `returns`, ...). `next[name]`
+    holds, per row, the bootstrap value of each value output after the rollout's last step.
+    """
+
+    def __init__(self, num_rows: int, horizon: int, fields: dict[str, int], bootstrapped: tuple[str, ...] = ()):
+        self.shape = (num_rows, horizon)
+        self.fields = dict(fields)
+        self.data = {name: np.zeros((num_rows, horizon, w) if w else (num_rows, horizon), np.float32)
+                     for name, w in self.fields.items()}
+        self.data["mask"][...] = 1.0
+        self.next = {name: np.zeros(num_rows, np.float32) for name in bootstrapped}
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["data"][name]
+        except KeyError:
+            raise AttributeError(f"rollout buffer has no field {name!r}") from None
 
     def sequences(self, length: int) -> dict[str, np.ndarray]:
-        """Every per-step field reshaped to `[N * T / length, length, ...]` segments (views)."""
-        n, t = self.logp.shape
+        """Every field reshaped to `[N * T / length, length, ...]` segments (views), plus `next_<v>` per segment."""
+        n, t = self.shape
         s = n * t // length
-        out = {}
-        for name in ("obs", "actions", "logp", "values", "rewards", "dones", "starts", "mask", "adv", "returns"):
-            v = getattr(self, name)
-            out[name] = v.reshape(s, length, *v.shape[2:])
+        out = {name: v.reshape(s, length, *v.shape[2:]) for name, v in self.data.items()}
         # each segment bootstraps from the stored value after it, or the rollout's next value at the end
-        nxt = np.concatenate([self.values[:, 1:], self.next_value[:, None]], axis=1)
-        out["next_value"] = nxt[:, length - 1::length].reshape(s)
+        for name, last in self.next.items():
+            nxt = np.concatenate([self.data[name][:, 1:], last[:, None]], axis=1)
+            out[f"next_{name}"] = nxt[:, length - 1::length].reshape(s)
         return out
 
 

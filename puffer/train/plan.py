@@ -1,0 +1,89 @@
+"""What an algorithm declares to the machinery: its `Plan` (networks, recorded fields, update) and its `Algorithm`.
+
+An algorithm module writes pure functions (loss, advantages, the update step) and one
+`declare(run, cfg) -> Plan`. The machinery (`puffer.train.trainer.Trainer`) owns everything else:
+env and backend, the rollout that records the declared fields, truncation bootstraps, minibatching,
+the loop, logging, checkpoints and evaluation. Nothing here knows any particular algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from puffer.backends.base import Params
+
+ROLLOUT = "rollout"
+DATA_SOURCES = (ROLLOUT,)
+
+
+@dataclass
+class Plan:
+    """An algorithm's needs, as data: the machinery reads this and runs the algorithm.
+
+    Acting: `act(be, params, obs, state, starts, noise) -> (actions, outputs, state)` is pure; its
+    `outputs` (one `[B]` array per name in `outputs`, e.g. log-prob and value) are recorded per step.
+    `bootstrap` maps a reward-like channel (`rewards`, or a recorded env channel such as `cost`) to
+    the value output and discount it bootstraps with: truncated episodes add `discount * V(true
+    final observation)` to that channel, and `values(be, params, obs, state)` (the bootstrapped
+    value outputs, in `bootstrap`'s order) gives the value after the rollout's last step.
+
+    Updating: after each rollout the machinery calls `prepare(buffer)` (host-side advantages into
+    the `derived` fields), then runs `epochs` passes of shuffled minibatches of `minibatch_size`
+    steps in segments of `segment` steps. Each minibatch is one call of the compiled
+    `step(params, opt_state, acc, packed, nexts, state, hyper) -> (params, opt_state, acc)`:
+    `packed` holds `minibatch_fields` (`unpack` with the layout the machinery passes to
+    `build_step`), `nexts` `[S, len(bootstrap)]` the value after each segment, `state` the
+    recurrent state at each segment's start, `hyper` the 0-d arrays from `hyper(progress)`, and
+    `acc` sums `stat_keys`.
+    """
+
+    policy: Any
+    """The acting policy (`puffer.policies`): `step`, `sequence`, `initial_state`, `head`, `recurrent`."""
+    policy_spec: dict[str, Any]
+    """JSON description from which eval, export and resume rebuild `policy` (`puffer.policies.from_spec`)."""
+    params: Params
+    """Trainable parameters (one flat dict; checkpointed as the `params` group)."""
+    opt_state: dict[str, Any]
+    """Optimizer state (checkpointed as `opt_state`)."""
+    act: Callable
+    outputs: tuple[str, ...]
+    values: Callable
+    bootstrap: dict[str, tuple[str, float]]
+    build_step: Callable[[Any], Callable]
+    """`build_step(layout) -> step`: the compiled update for minibatches packed with `layout`."""
+    minibatch_fields: tuple[str, ...]
+    stat_keys: tuple[str, ...]
+    hyper: Callable[[float], dict[str, float]]
+    """Fraction of training done -> the per-update values (become 0-d float32 arrays)."""
+    rollout_len: int
+    """Steps of every row per rollout (one update per rollout)."""
+    minibatch_size: int
+    epochs: int
+    segment: int = 1
+    prepare: Callable[[Any], None] | None = None
+    derived: dict[str, int] = field(default_factory=dict)
+    """Buffer fields `prepare` fills, name -> trailing width (0: one number per step)."""
+    record: dict[str, int] = field(default_factory=dict)
+    """Per-step env channels (`infos[name]`, `[rows]` or `[rows, width]`) stored in the buffer."""
+    data: str = ROLLOUT
+    """Where training data comes from: on-policy rollouts."""
+    before_update: Callable[[Any], dict[str, float]] | None = None
+    """Host hook run after each rollout, before `prepare` (e.g. a Lagrange multiplier step); returns statistics."""
+    early_stop: Callable[[dict[str, float]], bool] | None = None
+    """Called with the running mean statistics after each epoch; True ends the update's epochs."""
+    summarize: Callable[[Any], dict[str, float]] | None = None
+    """Host statistics of the filled buffer after an update (e.g. explained variance)."""
+    extra_state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None
+    """(get, set) of algorithm state beyond params and optimizer (numpy arrays), checkpointed as `algo_state`."""
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A registered algorithm: name, one-line summary, config class and `declare(run, cfg) -> Plan`."""
+
+    name: str
+    summary: str
+    config: type
+    declare: Callable[[Any, Any], Plan]
