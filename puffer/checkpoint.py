@@ -282,7 +282,8 @@ def policy_spec(manifest: dict[str, Any]) -> dict[str, Any]:
     kind = cfg.get("policy", "mlp")
     # the LSTM policy always had one layer, whatever the config said
     return {"kind": kind, "hidden_size": cfg.get("hidden_size", 64),
-            "num_layers": 1 if kind == "lstm" else cfg.get("num_layers", 2), "activation": cfg.get("activation", "tanh")}
+            "num_layers": 1 if kind == "lstm" else cfg.get("num_layers", 2),
+            "activation": cfg.get("activation", "tanh")}
 
 
 def _migrate_2(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,13 @@
 
 Randomness uses the base class's numpy Philox streams: deterministic per key and identical to the numpy
 backend (tinygrad's own RNG is a global seed plus counters, not key-based).
+
+tinygrad internals this backend relies on (hence the pin to tinygrad 0.14.* in pyproject.toml and
+0.14.0 in constraints/cpu.txt; re-check each on an upgrade): `TinyJit.captured` (replayed directly,
+skipping `TinyJit.__call__`'s per-call input validation) and its `_written_uops`; `UOp` buffers and
+ops (`UOp.new_buffer`, `Ops.RESHAPE`, `.base`) to build and inspect tensors without a graph rewrite;
+`tensor.all_tensors` to find live tensors before a replay overwrites their buffers; and the device
+allocator's `_copyin` for zero-extra-copy host-to-device writes (in `tinygrad_xp`).
 """
 
 from __future__ import annotations
