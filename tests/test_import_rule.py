@@ -69,3 +69,42 @@ def test_no_framework_imports_outside_backends():
 def test_detector(source, expected):
     """The checker itself: real imports are found, text that merely mentions a framework is not."""
     assert [m for _, m in framework_imports(source)] == expected
+
+
+def upper_layer_imports(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
+    """(line, module) for every import of `puffer.algos` (or `from puffer import algos`) in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                modules = [node.args[0].value]
+        found += [(node.lineno, m) for m in modules if m == "puffer.algos" or m.startswith("puffer.algos.")]
+    return sorted(set(found))
+
+
+def test_machinery_and_storage_know_no_algorithm():
+    """`puffer/train/` and `puffer/checkpoint.py` are the lower layers: they never import `puffer.algos`."""
+    lower = sorted((PACKAGE / "train").rglob("*.py")) + [PACKAGE / "checkpoint.py"]
+    assert len(lower) > 5, lower
+    offenders = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}" for path in lower
+                 for line, module in upper_layer_imports(path.read_text(encoding="utf-8"), str(path))]
+    assert not offenders, "the machinery must let algorithms declare what they need:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("from puffer.algos import ppo", ["puffer.algos", "puffer.algos.ppo"]),
+    ("from puffer import algos", ["puffer.algos"]),
+    ("def f():\n    import puffer.algos.ppo", ["puffer.algos.ppo"]),
+    ("importlib.import_module('puffer.algos')", ["puffer.algos"]),
+    ("'''from puffer.algos import PPO'''\nimport puffer.train", []),
+])
+def test_upper_layer_detector(source, expected):
+    """The layer checker finds real imports of `puffer.algos` only."""
+    assert [m for _, m in upper_layer_imports(source)] == sorted(expected)
