@@ -252,7 +252,7 @@ def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None) -> Plan:
             params, opt_state, stats = update(params, opt_state, mb, hyper)
             return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
 
-        return be.compile(step, donate=(0, 1, 2))
+        return step
 
     def prepare(buf):
         """GAE on the host through the numpy backend; V-trace recomputes its own inside the loss, and its

@@ -31,12 +31,16 @@ class Plan:
 
     Updating: after each rollout the machinery calls `prepare(buffer)` (host-side advantages into
     the `derived` fields), then runs `epochs` passes of shuffled minibatches of `minibatch_size`
-    steps in segments of `segment` steps. Each minibatch is one call of the compiled
+    steps in segments of `segment` steps, each one application of the pure
     `step(params, opt_state, acc, packed, nexts, state, hyper) -> (params, opt_state, acc)`:
     `packed` holds `minibatch_fields` (`unpack` with the layout the machinery passes to
     `build_step`), `nexts` `[S, len(bootstrap)]` the value after each segment, `state` the
     recurrent state at each segment's start, `hyper` the 0-d arrays from `hyper(progress)`, and
-    `acc` sums `stat_keys`.
+    `acc` sums `stat_keys`. The machinery compiles `step` twice: as one call per minibatch, and as
+    one program for the whole update (every epoch and minibatch in a `be.scan`, minibatches gathered
+    inside from the whole rollout by host-drawn shuffles), which it prefers unless `early_stop` needs
+    the statistics between epochs or the rollout is too large to send at once. Both give the same
+    parameters for the same seed.
     """
 
     policy: Any
@@ -52,7 +56,7 @@ class Plan:
     values: Callable
     bootstrap: dict[str, tuple[str, float]]
     build_step: Callable[[Any], Callable]
-    """`build_step(layout) -> step`: the compiled update for minibatches packed with `layout`."""
+    """`build_step(layout) -> step`: the pure minibatch update for minibatches packed with `layout`."""
     minibatch_fields: tuple[str, ...]
     stat_keys: tuple[str, ...]
     hyper: Callable[[float], dict[str, float]]

@@ -26,6 +26,27 @@ from puffer.tree import tree_map
 
 # the statistics every algorithm's progress line and logs start with
 LEADING = ("global_step", "sps", "episode_return", "episode_length")
+# above this many bytes of rollout, updates go minibatch by minibatch instead of as one program
+WHOLE_UPDATE_BYTES = 1 << 30
+
+
+def whole_update(be: Any, step: Callable) -> Callable:
+    """Every epoch and minibatch of an update as one function: `step` scanned over host-drawn shuffles.
+
+    `order` `[epochs * minibatches, per_minibatch]` holds the segment indices of each minibatch;
+    minibatches are gathered from the whole rollout inside, so one compiled call does the update.
+    """
+    xp = be.xp
+
+    def update(params, opt_state, acc, packed, nexts, states, order, hyper):
+        def one_minibatch(carry, idx):
+            mb = xp.take(packed, idx, axis=0)
+            state = tuple(xp.take(s, idx, axis=0) for s in states)
+            return step(*carry, mb, xp.take(nexts, idx, axis=0), state, hyper), None
+
+        return be.scan(one_minibatch, (params, opt_state, acc), order)[0]
+
+    return update
 
 
 def divisors_hint(total: int, wanted: int) -> str:
@@ -161,12 +182,19 @@ class Trainer(RolloutMixin):
         for name in plan.minibatch_fields:
             width = fields[name]
             self.mb_layout.add(name, width or 1, squeeze=not width)
-        self._step = plan.build_step(self.mb_layout)
+        step = plan.build_step(self.mb_layout)
+        self._step = be.compile(step, donate=(0, 1, 2))
+        self._whole = be.compile(whole_update(be, step), donate=(0, 1, 2))
         self._state = policy.initial_state(be, self.batch_rows)
         n, T = self.rows, plan.rollout_len
         self._host_state = tuple(np.zeros((n, s.shape[-1]), np.float32) for s in self._state) if not self.sync else ()
         self._in = np.zeros((self.batch_rows, in_layout.width), np.float32)
         self._mb = np.zeros((plan.minibatch_size // self.segment, self.segment, self.mb_layout.width), np.float32)
+        rollout_bytes = 4 * n * T * self.mb_layout.width
+        # early stopping reads the statistics between epochs, which one program cannot hand back
+        self.whole_update = plan.early_stop is None and rollout_bytes <= WHOLE_UPDATE_BYTES
+        self._rollout_packed = np.zeros((n * T // self.segment, self.segment, self.mb_layout.width), np.float32) if (
+            self.whole_update) else None
         self.buffer = RolloutBuffer(n, T, fields, tuple(v for v, _ in plan.bootstrap.values()))
         self._starts = np.ones(n, np.float32)
         self._obs = None
@@ -198,7 +226,16 @@ class Trainer(RolloutMixin):
         count = 0
         states = tuple(s.reshape(n_seq, -1) for s in self._seg_states)
         nexts = np.stack([seqs[f"next_{v}"] for v, _ in plan.bootstrap.values()], axis=-1)
-        for _ in range(plan.epochs):
+        if self.whole_update:
+            # the same shuffles as the minibatch path below, drawn up front
+            order = np.stack([self.rng.permutation(n_seq)[:self.num_minibatches * per_mb].reshape(-1, per_mb)
+                              for _ in range(plan.epochs)]).reshape(-1, per_mb)
+            packed = pack(self.mb_layout, {k: seqs[k] for k in self.mb_layout.slices}, self._rollout_packed)
+            self.params, self.opt_state, acc = self._whole(
+                self.params, self.opt_state, acc, be.asarray(packed), be.asarray(nexts),
+                tuple(be.asarray(s) for s in states), be.asarray(order.astype(np.int32)), hyper)
+            count = len(order)
+        for _ in range(0 if self.whole_update else plan.epochs):
             order = self.rng.permutation(n_seq)
             for i in range(self.num_minibatches):
                 idx = order[i * per_mb:(i + 1) * per_mb]
