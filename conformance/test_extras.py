@@ -185,6 +185,18 @@ def test_scan_reverse_suffix_sum(be):
     assert_matches(be, total, xs.sum(0), what="total")
 
 
+def test_scan_reverse_traces_to_onnx():
+    """GAE's reverse scan, traced to ONNX and run by onnxruntime, equals the numpy reference exactly."""
+    import puffer
+    from puffer.algos.advantage import gae
+
+    ort_be, ref_be = puffer.backend("onnxruntime"), puffer.backend("numpy")
+    rewards, values, nxt = data((3, 5), seed=101), data((3, 5), seed=102), data((3,), seed=103)
+    dones = data((3, 5), seed=104) > 0.5
+    got = ort_be.compile(lambda r, v, n, d: gae(ort_be, r, v, n, d, 0.99, 0.95))(rewards, values, nxt, dones)
+    np.testing.assert_array_equal(np.asarray(got), gae(ref_be, rewards, values, nxt, dones, 0.99, 0.95))
+
+
 def test_scan_tuple_carry(be):
     """A tuple carry (as an LSTM's (h, c)) and a single array as xs."""
     xp = be.xp
