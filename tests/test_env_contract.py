@@ -183,6 +183,22 @@ def test_pettingzoo_state_every_step_and_final_state_before_auto_reset(backend, 
         assert len(ended) == env.num_agents
 
 
+def test_final_global_state_of_workers_where_nothing_ended_is_the_global_state():
+    """Across workers, rows of a worker whose envs went on hold global_state in final_global_state."""
+    with make(Team, num_envs=4, backend="multiprocessing", num_workers=2) as env:
+        env.reset(seed=0)
+        ones = np.ones(8, np.int64)
+        env.step(ones)
+        env.reset_group([0, 1], seed=1)  # worker 0's envs now end one step after worker 1's
+        env.step(ones)
+        _, _, term, _, infos = env.step(ones)
+        np.testing.assert_array_equal(term, [False] * 4 + [True] * 4)
+        final, state = infos["final_global_state"], infos["global_state"]
+        np.testing.assert_array_equal(final[:4], state[:4])
+        np.testing.assert_array_equal(final[4:, 1], 3)
+        np.testing.assert_array_equal(state[4:, 1], 0)
+
+
 def test_pettingzoo_state_of_the_wrong_size_is_an_error():
     class Wrong(Team):
         def state(self):
