@@ -40,8 +40,9 @@ The contract the vector layer and the trainers rely on:
   with a fresh generator seeded with `seed`, which is right whenever `_reset_rows` draws every
   initial value from `self._rng`; an env that draws otherwise overrides `_reset_group_rows`, and one
   that cannot sets `supports_group_reset = False` (then `reset_group` is an error naming it).
-  Randomness in `_step` still comes from the env's own generator, so stochastic transitions differ
-  between the restarted envs; deterministic envs replay identical trajectories for identical actions.
+  Randomness in `_step` and in later auto-resets still comes from the env's own generator, so
+  deterministic envs given identical actions replay one identical first episode in every env of
+  the group, while stochastic transitions and later episodes differ between them.
 - Actions are validated with vectorized checks; a bad action raises `SpaceError` naming the env,
   the expected space and what was given. Discrete actions must be integers in range; Box actions
   must be finite floats and are clipped to the box (as SB3 and gymnasium's `ClipAction` do,
