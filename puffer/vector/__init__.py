@@ -66,19 +66,37 @@ from puffer.vector.serial import Serial
 
 __all__ = ["make", "autotune", "VecEnv", "Serial", "Multiprocessing", "WorkerError", "EnvFactory", "BACKENDS"]
 
-BACKENDS = {"serial": Serial, "multiprocessing": Multiprocessing}
+
+
+def _ray_backend(*args: Any, **kwargs: Any) -> VecEnv:
+    """The ray backend (`puffer.vector.ray.Ray`), imported on first use so that `import puffer` never imports ray."""
+    from puffer.vector.ray import Ray
+
+    return Ray(*args, **kwargs)
+
+
+# name -> constructor taking (factory, num_envs, num_workers=, batch_size=, seed=, check_finite=, probe=, **options)
+BACKENDS = {"serial": Serial, "multiprocessing": Multiprocessing, "ray": _ray_backend}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Ray":  # lazily, like the registry entry
+        from puffer.vector.ray import Ray
+
+        return Ray
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make(env: Any, num_envs: int = 1, backend: str = "serial", num_workers: int | None = None,
          batch_size: int | None = None, seed: int | None = None, check_finite: bool = True,
-         **env_kwargs: Any) -> VecEnv:
+         backend_options: dict[str, Any] | None = None, **env_kwargs: Any) -> VecEnv:
     """Create a vectorized environment (see the module docstring for the full contract)."""
     if backend not in BACKENDS:
         raise PufferError(f"unknown vector backend {backend!r}; choose one of {sorted(BACKENDS)}")
     factory, probe = resolve(env, env_kwargs)
     try:
         return BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
-                                 check_finite=check_finite, probe=probe)
+                                 check_finite=check_finite, probe=probe, **(backend_options or {}))
     except BaseException:
         if probe is not None:  # the backends may have closed it already; closing twice is harmless
             probe.close()
