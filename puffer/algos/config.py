@@ -53,7 +53,9 @@ class PPOConfig:
 
     def validate(self) -> None:
         """Raise PufferError naming the first field whose value cannot work."""
-        choices = {"vec": ("serial", "multiprocessing"), "policy": ("mlp", "lstm"),
+        from puffer.vector import BACKENDS
+
+        choices = {"vec": tuple(BACKENDS), "policy": ("mlp", "lstm"),
                    "activation": ("tanh", "relu", "gelu"), "lr_schedule": ("linear", "cosine", "constant"),
                    "advantage": ("gae", "vtrace")}
         for name, allowed in choices.items():

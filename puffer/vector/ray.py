@@ -22,7 +22,8 @@ dies fails its call (Ray notices within about a second locally). Either way the 
 and raises `WorkerError` naming the env, the worker and the cause, unless `max_restarts` allows a restart:
 then the dead worker is recreated (new seed), its envs reset, its rows come back truncated (the final
 observation is the last one seen; no reward), and `infos["worker_restarts"]` counts the restarts so far.
-Every wait is bounded by `timeout` seconds, so a hung env or an unreachable node is an error, never a hang.
+Every wait for a step or reset is bounded by `timeout` seconds (starting an actor by max(timeout, 60 s)), so
+a hung env or an unreachable node is an error, never a hang.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from puffer.vector.multiprocessing import _pack, _worker_seed, merge_reports
 
 # Results are a few KB per worker; /dev/shm is often small (containers), so a small object store suffices.
 _OBJECT_STORE_BYTES = 200 * 1024**2
+_START_TIMEOUT = 60.0  # seconds to start an actor and build or reset its envs, at least
 _started = {"users": 0}  # envs relying on a local Ray this module started; the last to close shuts it down
 
 
@@ -236,10 +238,12 @@ class Ray(VecEnv):
     def _get_all(self, refs: dict[Any, int], what: str) -> dict[int, Any]:
         """The values of `refs` (ref -> worker), waiting at most `timeout`; a dead actor is a WorkerError."""
         ray = self._ray
-        ready, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=self.timeout)
+        # Starting a process (on a cluster: maybe installing its runtime env) may take longer than a step.
+        timeout = None if self.timeout is None else max(self.timeout, _START_TIMEOUT)
+        ready, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         if waiting:
             raise self._fail(f"{self.name}: {', '.join(self._worker_desc(refs[r]) for r in waiting)} did not "
-                             f"{what} within timeout={self.timeout}s")
+                             f"{what} within {timeout}s")
         out = {}
         for r in ready:
             try:
