@@ -64,6 +64,8 @@ class _Worker:
         try:
             self.env = factory(num_envs, seed)
             self.rows = num_envs * self.env.agents_per_env
+            shape, dtype = self.env.actions.buffer_layout(self.rows)
+            self.actions = np.zeros(shape, dtype)
         except BaseException as e:  # noqa: B036 - reported to the driver by ready()
             self.error = _describe(e)
 
@@ -81,23 +83,29 @@ class _Worker:
         except BaseException as e:  # noqa: B036 - report anything, including SystemExit from an env
             return ("error", *_describe(e))
 
-    def step(self, actions: np.ndarray) -> tuple:
-        """Step the block with its actions: its arrays and packed infos, or ("error", summary, traceback)."""
+    def step(self, actions: bytes) -> tuple:
+        """Step the block with its actions (raw bytes): its arrays and infos, or ("error", summary, traceback)."""
         try:
-            _, _, _, _, infos = self.env.step(actions)
+            self.actions[...] = np.frombuffer(actions, self.actions.dtype).reshape(self.actions.shape)
+            _, _, _, _, infos = self.env.step(self.actions)
             return self._out(infos)
         except BaseException as e:  # noqa: B036 - report anything, including SystemExit from an env
             return ("error", *_describe(e))
 
     def _out(self, infos: Infos) -> tuple:
         e = self.env
-        return ("ok", e.observations, e.rewards, e.terminals, e.truncations, e.masks,
+        return ("ok", _blob(e.observations, e.rewards, e.terminals, e.truncations, e.masks),
                 _pack(infos, e.terminals, e.truncations, self.rows))
 
     def close(self) -> None:
         """Close the envs."""
         if self.env is not None:
             self.env.close()
+
+
+def _blob(*arrays: np.ndarray) -> bytes:
+    # Ray moves bytes markedly faster than numpy arrays (measured: ~1.0 vs ~1.4 ms a round trip here).
+    return b"".join(a.tobytes() for a in arrays)
 
 
 def _describe(e: BaseException) -> tuple[str, str]:
@@ -199,8 +207,10 @@ class Ray(VecEnv):
         self._env_ids = [np.arange(ws[0] * self.rows_per_worker, (ws[-1] + 1) * self.rows_per_worker)
                          for ws in self.groups]
         act_shape, act_dtype = self.action_emulator.buffer_layout(self.num_agents)
-        self._act_shape = act_shape
-        space = self.single_observation_space
+        self._act_shape, self._act_dtype = act_shape, np.dtype(act_dtype)
+        space, rows = self.single_observation_space, self.rows_per_worker
+        self._blob_layout = [(np.dtype(space.dtype), (rows, space.shape[0])), (np.dtype(np.float32), (rows,))] + \
+            [(np.dtype(bool), (rows,))] * 3
         self.observations = np.zeros((self.num_agents, space.shape[0]), space.dtype)
         self.rewards = np.zeros(self.num_agents, np.float32)
         self.terminals = np.zeros(self.num_agents, bool)
@@ -273,14 +283,14 @@ class Ray(VecEnv):
         if self._calls.get(w) == "reset":
             self._results[w] = out
             return
-        _, obs, _, _, _, masks, report = out
+        _, blob, report = out
+        obs, _, _, _, masks = self._split(blob)
         lo, hi = w * self.rows_per_worker, (w + 1) * self.rows_per_worker
-        rows = np.arange(hi - lo)
         row_infos = pickle.loads(report)[2] if report else {}
         # The cut episodes end as truncations whose final observation is the last one the driver saw.
-        report = pickle.dumps(([], (rows, self.observations[lo:hi].copy()), row_infos, {}))
-        self._results[w] = ("ok", obs, np.zeros(hi - lo, np.float32), np.zeros(hi - lo, bool),
-                            np.ones(hi - lo, bool), masks, report)
+        report = pickle.dumps(([], (np.arange(hi - lo), self.observations[lo:hi].copy()), row_infos, {}))
+        blob = _blob(obs, np.zeros(hi - lo, np.float32), np.zeros(hi - lo, bool), np.ones(hi - lo, bool), masks)
+        self._results[w] = ("ok", blob, report)
 
     # ---- waiting ------------------------------------------------------------------------------
     def _fail(self, message: str) -> WorkerError:
@@ -333,17 +343,28 @@ class Ray(VecEnv):
     def _call(self, workers: list[int], method: str, arg: Any = None, actions: np.ndarray | None = None) -> None:
         for w in workers:
             if actions is not None:
-                arg = actions[(w - workers[0]) * self.rows_per_worker: (w - workers[0] + 1) * self.rows_per_worker]
+                lo = (w - workers[0]) * self.rows_per_worker
+                arg = actions[lo: lo + self.rows_per_worker].tobytes()
             self._refs[w] = getattr(self._actors[w], method).remote(arg)
             self._calls[w] = method
 
     # ---- results ------------------------------------------------------------------------------
+    def _split(self, blob: bytes) -> list[np.ndarray]:
+        """A worker's (observations, rewards, terminals, truncations, masks) from its `_blob`."""
+        out, at = [], 0
+        for dtype, shape in self._blob_layout:
+            count = int(np.prod(shape))
+            out.append(np.frombuffer(blob, dtype, count, at).reshape(shape))
+            at += count * dtype.itemsize
+        return out
+
     def _collect(self, group_ids: list[int]) -> tuple[slice, Infos]:
         workers = [w for g in group_ids for w in self.groups[g]]
         lo, hi = workers[0] * self.rows_per_worker, (workers[-1] + 1) * self.rows_per_worker
         reports = []
         for w in workers:
-            _, obs, rew, term, trunc, masks, report = self._results.pop(w)
+            _, blob, report = self._results.pop(w)
+            obs, rew, term, trunc, masks = self._split(blob)
             a, b = w * self.rows_per_worker, (w + 1) * self.rows_per_worker
             self.observations[a:b] = obs
             self.rewards[a:b] = rew
@@ -390,7 +411,8 @@ class Ray(VecEnv):
         if self._busy or self._received is not None:
             raise PufferError(f"{self.name}: step() while async batches are in flight; finish the "
                               "recv()/send() cycle or call reset()")
-        a = self.action_emulator.check(actions, self.num_agents, self.name).reshape(self._act_shape)
+        a = np.asarray(self.action_emulator.check(actions, self.num_agents, self.name), self._act_dtype)
+        a = a.reshape(self._act_shape)
         self._call(list(range(self.num_workers)), "step", actions=a)
         self._wait(set(range(self.num_workers)))
         _, infos = self._collect(list(range(len(self.groups))))
@@ -427,7 +449,7 @@ class Ray(VecEnv):
         g = self._received
         if g is None:
             raise PufferError(f"{self.name}: send() needs a recv() first")
-        a = self.action_emulator.check(actions, self.batch_size, self.name)
+        a = np.asarray(self.action_emulator.check(actions, self.batch_size, self.name), self._act_dtype)
         self._call(self.groups[g], "step", actions=a.reshape((self.batch_size,) + self._act_shape[1:]))
         self._received = None
         self._busy[g] = self._seq
