@@ -149,9 +149,13 @@ def main() -> None:
     ray_rows(sec, report)
 
 
-def step_micros(env: puffer.vector.VecEnv, seconds: float) -> float:
-    """Microseconds per synchronous `step` of `env`."""
-    return 1e6 * env.num_envs / measure(env, seconds)
+def step_micros(env: puffer.vector.VecEnv, seconds: float) -> tuple[float, float]:
+    """Wall-clock and driver-CPU microseconds per synchronous `step` of `env`."""
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    sps = measure(env, seconds)
+    steps = sps * (time.perf_counter() - wall) / env.num_envs  # measure's steps, warm-up aside
+    return 1e6 * env.num_envs / sps, 1e6 * (time.process_time() - cpu) / steps
 
 
 def ray_rows(sec: float, report: Callable[..., None]) -> None:
@@ -180,14 +184,17 @@ def ray_rows(sec: float, report: Callable[..., None]) -> None:
                     report(f"ray             {mode:13s}          n={n} w={w}", rs, mp, "multiprocessing")
 
         print("\n### round trip: microseconds per sync step of 1 CartPole-v1 env per worker")
+        print("(driver CPU: the CPU time of this process, all its threads, per worker call; the rest of a round")
+        print(" trip is spent in the actors, Ray's node daemons and the OS, which on a cluster are other machines)")
         with puffer.make("gym:CartPole-v1", num_envs=1) as env:
-            base = step_micros(env, sec)
+            base, base_cpu = step_micros(env, sec)
         print(f"{'serial, 1 env (the env itself)':62s} {base:10,.0f} us/step")
         for w in (1, 2, 4):
             for backend in ("multiprocessing", "ray"):
                 with puffer.make("gym:CartPole-v1", num_envs=w, backend=backend, num_workers=w) as env:
-                    us = step_micros(env, sec)
-                print(f"{f'{backend} w={w}':62s} {us:10,.0f} us/step  ({us - base:,.0f} us over serial)")
+                    us, cpu = step_micros(env, sec)
+                print(f"{f'{backend} w={w}':62s} {us:10,.0f} us/step  ({us - base:,.0f} us over serial; "
+                      f"driver CPU {(cpu - base_cpu) / w:,.0f} us per worker call)")
     finally:
         ray.shutdown()
 
