@@ -63,6 +63,25 @@ class Crashy(gym.Env):
         return np.zeros(3, np.float32), 1.0, False, False, {}
 
 
+DRIVER_PID = os.getpid()
+
+
+class FailsInWorkers:
+    """A native env whose constructor raises anywhere but in the test's own process."""
+
+    single_observation_space = puffer.spaces.Box(-1, 1, (2,), np.float32)
+    single_action_space = puffer.spaces.Discrete(2)
+    agents_per_env = 1
+
+    def __init__(self, num_envs, seed=None, buffers=None):
+        if os.getpid() != DRIVER_PID:
+            raise RuntimeError("no simulator licence on this node")
+        self.num_envs = self.num_agents = num_envs
+
+    def close(self):
+        pass
+
+
 def trace(env, actions):
     """Everything a run returns, copied: the reset obs, then per step obs, rewards, dones, episodes, final obs."""
     out = [env.reset()[0].copy()]
@@ -105,8 +124,9 @@ def test_native_env_seeds_match_multiprocessing(ray):
     rng = np.random.default_rng(1)
     actions = [rng.integers(0, 2, 8) for _ in range(50)]
     runs = []
-    for backend in ("multiprocessing", "ray"):
-        with make("cartpole", num_envs=8, backend=backend, num_workers=2, seed=3) as env:
+    # spawn: forking this process, which runs Ray's gRPC threads, could deadlock the child.
+    for backend, options in (("multiprocessing", {"start_method": "spawn"}), ("ray", {})):
+        with make("cartpole", num_envs=8, backend=backend, num_workers=2, seed=3, backend_options=options) as env:
             runs.append(trace(env, actions))
     assert_same(*runs)
 
@@ -168,6 +188,13 @@ def test_an_env_that_raises_names_the_env_worker_and_exception(ray):
     with pytest.raises(PufferError, match="closed"):
         env.step(np.zeros(4, int))
     env.close()  # idempotent
+
+
+def test_an_env_that_cannot_be_built_in_a_worker_is_an_error(ray):
+    with pytest.raises(WorkerError, match=r"(?s)FailsInWorkers: worker 0 \(envs 0..0, pid \d+ on .*\) raised "
+                                          r"RuntimeError: no simulator licence on this node while building its envs"
+                                          r".*worker traceback"):
+        make(FailsInWorkers, num_envs=2, backend="ray", num_workers=2)
 
 
 def test_a_killed_actor_is_an_error_within_seconds(ray):
