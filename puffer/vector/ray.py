@@ -152,7 +152,13 @@ def _release(ray: Any) -> None:
 
 
 def _shutdown(ray: Any, actors: list[Any], owns: list[bool]) -> None:
-    """Kill the actors and release Ray if we started it. Safe to call twice and at interpreter exit."""
+    """Close the envs (1 s at most), kill the actors, release Ray if we started it. Safe twice and at exit."""
+    try:
+        # Envs may own processes or files of their own: give them a second to close before the kill.
+        refs = [a.close.remote() for a in actors]
+        ray.wait(refs, num_returns=len(refs), timeout=1.0)
+    except Exception:  # noqa: S110 - Ray is shutting down; the kill below is all that is left
+        pass
     for a in actors:
         try:
             ray.kill(a, no_restart=True)
