@@ -9,6 +9,10 @@
 3. A heavy env (CartPole-v1 plus 200 us of CPU time per step, like a physics simulator) at 16 envs,
    where processes pay off; then `puffer.vector.autotune` on plain CartPole-v1 at 64 envs, which says
    whether multiprocessing is worth it for an env that cheap.
+4. Ray (`--vec ray`, needs `pip install 'puffer-rl[ray]'`): ray vs multiprocessing vs serial on
+   gymnasium's CartPole-v1 and on a slow env (CartPole-v1 plus 1 ms of CPU per step), 2 and 4 workers,
+   sync and async, and the cost of one Ray round trip (driver -> actor -> driver) in microseconds.
+   `--ray-only` runs just this part.
 
 Actions are random and precomputed, so only the env and the vectorization are timed. Ratios are printed.
 """
@@ -62,6 +66,11 @@ def heavy_cartpole() -> gymnasium.Env:
     return Busy(gymnasium.make("CartPole-v1"), 200)
 
 
+def slow_cartpole() -> gymnasium.Env:
+    """CartPole-v1 costing about 1 ms of CPU per step."""
+    return Busy(gymnasium.make("CartPole-v1"), 1000)
+
+
 def gym_vec(env: gymnasium.vector.VectorEnv, n: int, seconds: float) -> float:
     """Steps/s of a gymnasium vector env with random discrete actions."""
     rng = np.random.default_rng(0)
@@ -83,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per configuration")
     parser.add_argument("--quick", action="store_true", help="0.3 s per configuration (a smoke run)")
+    parser.add_argument("--ray-only", action="store_true", help="only the ray rows")
     args = parser.parse_args()
     sec = 0.3 if args.quick else args.seconds
     workers = min(2, os.cpu_count() or 1)
@@ -93,6 +103,10 @@ def main() -> None:
         ratio = f"  {sps / base:6.2f}x {base_label}" if base else ""
         print(f"{label:62s} {sps:14,.0f} steps/s{ratio}", flush=True)
         rows.append((label, sps))
+
+    if args.ray_only:
+        ray_rows(sec, report)
+        return
 
     print("\n## native CartPole vs gymnasium's numpy-vectorized CartPole")
     for n in (1024, 4096):
@@ -132,6 +146,57 @@ def main() -> None:
 
     print("\n## puffer.vector.autotune('gym:CartPole-v1', num_envs=64)")
     autotune("gym:CartPole-v1", num_envs=64, seconds=sec)
+    ray_rows(sec, report)
+
+
+def step_micros(env: puffer.vector.VecEnv, seconds: float) -> tuple[float, float]:
+    """Wall-clock and driver-CPU microseconds per synchronous `step` of `env`."""
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    sps = measure(env, seconds)
+    steps = sps * (time.perf_counter() - wall) / env.num_envs  # measure's steps, warm-up aside
+    return 1e6 * env.num_envs / sps, 1e6 * (time.process_time() - cpu) / steps
+
+
+def ray_rows(sec: float, report: Callable[..., None]) -> None:
+    """Ray vs multiprocessing vs serial, and the cost of a Ray round trip."""
+    try:
+        import ray
+    except ImportError:
+        print("\n## ray: not installed (pip install 'puffer-rl[ray]'), skipping the ray rows")
+        return
+    start = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), object_store_memory=200 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
+    print(f"\n## ray {ray.__version__} (local, {os.cpu_count()} CPUs, started in {time.perf_counter() - start:.1f} s)")
+    try:
+        for label, env, n in (("gym CartPole-v1", "gym:CartPole-v1", 64), ("slow env (CartPole-v1 + 1 ms CPU)",
+                                                                         slow_cartpole, 16)):
+            print(f"\n### {label}, n={n}")
+            serial = puffer_vec(sec, env, num_envs=n)
+            report(f"serial                                 n={n}", serial)
+            for w in (2, 4):
+                for batch in (None, n // 2):
+                    mode = "sync " if batch is None else f"async b={batch}"
+                    mp = puffer_vec(sec, env, num_envs=n, backend="multiprocessing", num_workers=w, batch_size=batch)
+                    report(f"multiprocessing {mode:13s}          n={n} w={w}", mp, serial, "serial")
+                    rs = puffer_vec(sec, env, num_envs=n, backend="ray", num_workers=w, batch_size=batch)
+                    report(f"ray             {mode:13s}          n={n} w={w}", rs, mp, "multiprocessing")
+
+        print("\n### round trip: microseconds per sync step of 1 CartPole-v1 env per worker")
+        print("(driver CPU: the CPU time of this process, all its threads, per worker call; the rest of a round")
+        print(" trip is spent in the actors, Ray's node daemons and the OS, which on a cluster are other machines)")
+        with puffer.make("gym:CartPole-v1", num_envs=1) as env:
+            base, base_cpu = step_micros(env, sec)
+        print(f"{'serial, 1 env (the env itself)':62s} {base:10,.0f} us/step")
+        for w in (1, 2, 4):
+            for backend in ("multiprocessing", "ray"):
+                with puffer.make("gym:CartPole-v1", num_envs=w, backend=backend, num_workers=w) as env:
+                    us, cpu = step_micros(env, sec)
+                print(f"{f'{backend} w={w}':62s} {us:10,.0f} us/step  ({us - base:,.0f} us over serial; "
+                      f"driver CPU {(cpu - base_cpu) / w:,.0f} us per worker call)")
+    finally:
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Vectorized environments: `make` builds one from a name or a creator, in-process or across worker processes.
+"""Vectorized environments: `make` builds one from a name or a creator, in-process, in worker processes or on Ray.
 
-    env = puffer.make(name_or_creator, num_envs=1, backend="serial" | "multiprocessing",
-                      num_workers=None, batch_size=None, seed=None, check_finite=True, **env_kwargs)
+    env = puffer.make(name_or_creator, num_envs=1, backend="serial" | "multiprocessing" | "ray",
+                      num_workers=None, batch_size=None, seed=None, check_finite=True,
+                      backend_options=None, **env_kwargs)
 
 `name_or_creator` is a built-in name (`puffer.envs.registry()`, e.g. "cartpole"), "gym:ID" (one
 `gymnasium.make(ID, **env_kwargs)` per env), a NativeEnv class, or a callable returning one gymnasium Env
@@ -64,14 +65,19 @@ The contract every backend keeps (the trainer relies on it):
   unless `check_finite=False`; a space with a leaf puffer cannot flatten -> `SpaceError` naming the
   leaf's path; bad num_envs/num_workers/batch_size -> an error listing the values that work. An env
   that raises in a worker, or a worker that dies -> `WorkerError` naming the env, the worker and the
-  exception (with its traceback), at once; every worker is then shut down. `close()` frees processes
-  and shared memory, and also runs at interpreter exit.
+  exception (with its traceback), at once; every worker is then shut down (ray: unless `max_restarts`
+  allows recreating it). `close()` frees processes and shared memory, and also runs at interpreter exit.
 
-Backends: "serial" (`Serial`: a native env is used directly, other envs are stepped in a loop) and
+Backends: "serial" (`Serial`: a native env is used directly, other envs are stepped in a loop),
 "multiprocessing" (`Multiprocessing`: `num_workers` processes, default the largest divisor of num_envs
 not above the CPU count; `batch_size` a multiple of one worker's rows dividing num_agents, default all
-rows; with batch_size < num_agents, `recv` returns whichever batch finishes first). `autotune` measures
-which configuration is fastest on this machine.
+rows; with batch_size < num_agents, `recv` returns whichever batch finishes first) and "ray" (`Ray`,
+`puffer.vector.ray`: the same worker layout and batches, each worker a Ray actor on any node of a Ray
+cluster; needs `pip install 'puffer-rl[ray]'` and imports ray only when used). `backend_options` are
+extra arguments of the backend's constructor: ray's `address` (default `RAY_ADDRESS`, else a local Ray),
+`max_restarts` (recreate a dead worker; counted in `infos["worker_restarts"]`) and `timeout` (seconds,
+default 120); multiprocessing's `timeout` and `start_method`. `autotune` measures which configuration of
+serial and multiprocessing is fastest on this machine.
 """
 
 from __future__ import annotations
@@ -86,19 +92,37 @@ from puffer.vector.serial import Serial
 
 __all__ = ["make", "autotune", "VecEnv", "Serial", "Multiprocessing", "WorkerError", "EnvFactory", "BACKENDS"]
 
-BACKENDS = {"serial": Serial, "multiprocessing": Multiprocessing}
+
+
+def _ray_backend(*args: Any, **kwargs: Any) -> VecEnv:
+    """The ray backend (`puffer.vector.ray.Ray`), imported on first use so that `import puffer` never imports ray."""
+    from puffer.vector.ray import Ray
+
+    return Ray(*args, **kwargs)
+
+
+# name -> constructor taking (factory, num_envs, num_workers=, batch_size=, seed=, check_finite=, probe=, **options)
+BACKENDS = {"serial": Serial, "multiprocessing": Multiprocessing, "ray": _ray_backend}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Ray":  # lazily, like the registry entry
+        from puffer.vector.ray import Ray
+
+        return Ray
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make(env: Any, num_envs: int = 1, backend: str = "serial", num_workers: int | None = None,
          batch_size: int | None = None, seed: int | None = None, check_finite: bool = True,
-         **env_kwargs: Any) -> VecEnv:
+         backend_options: dict[str, Any] | None = None, **env_kwargs: Any) -> VecEnv:
     """Create a vectorized environment (see the module docstring for the full contract)."""
     if backend not in BACKENDS:
         raise PufferError(f"unknown vector backend {backend!r}; choose one of {sorted(BACKENDS)}")
     factory, probe = resolve(env, env_kwargs)
     try:
         return BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
-                                 check_finite=check_finite, probe=probe)
+                                 check_finite=check_finite, probe=probe, **(backend_options or {}))
     except BaseException:
         if probe is not None:  # the backends may have closed it already; closing twice is harmless
             probe.close()

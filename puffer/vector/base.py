@@ -201,3 +201,29 @@ def check_num_envs(num_envs: Any) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise PufferError(f"num_envs must be a positive integer, got {num_envs!r}")
     return int(num_envs)
+
+
+def pick_workers(name: str, num_envs: int, num_workers: Any, cpus: int) -> int:
+    """num_workers as an int dividing num_envs (default: the largest divisor not above `cpus`), or a PufferError."""
+    if num_workers is None:
+        return max(d for d in divisors(num_envs) if d <= max(1, cpus))
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1 \
+            or num_envs % num_workers:
+        raise PufferError(f"{name}: num_workers must divide num_envs={num_envs} so every worker gets the same "
+                          f"number of envs; got {num_workers!r}; valid: {divisors(num_envs)}")
+    return int(num_workers)
+
+
+def pick_batch(name: str, num_envs: int, num_workers: int, agents_per_env: int, batch_size: Any) -> int:
+    """batch_size as a whole number of workers' rows dividing num_agents (default: all rows), or a PufferError."""
+    rows_per_worker = num_envs // num_workers * agents_per_env
+    valid = [rows_per_worker * d for d in divisors(num_workers)]
+    if batch_size is None:
+        return num_envs * agents_per_env
+    if batch_size not in valid:
+        raise PufferError(
+            f"{name}: batch_size counts agent rows and must be a whole number of workers' rows "
+            f"({rows_per_worker} per worker: num_envs={num_envs} / num_workers={num_workers} "
+            f"* agents_per_env={agents_per_env}) that divides num_agents={num_envs * agents_per_env}; "
+            f"got {batch_size!r}; valid: {valid}")
+    return int(batch_size)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from puffer.errors import PufferError
-from puffer.vector.base import EnvFactory, Infos, VecEnv, WorkerError, check_num_envs, divisors
+from puffer.vector.base import EnvFactory, Infos, VecEnv, WorkerError, check_num_envs, pick_batch, pick_workers
 
 _STEP, _RESET, _GROUP, _CLOSE = b"s", b"r", b"g", b"c"
 _ALIGN = 64
@@ -84,6 +84,39 @@ def _pack(infos: Infos, terminals: np.ndarray, truncations: np.ndarray, rows: in
     if not episodes and final is None and not row_infos and not extra:
         return b""
     return pickle.dumps((episodes, final, row_infos, extra), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def merge_reports(reports: list[tuple[int, bytes]], obs: np.ndarray) -> Infos:
+    """One infos dict from workers' `_pack`ed reports, each with its first row in the batch; `obs` is the batch's."""
+    infos: Infos = {"episodes": []}
+    finals: list[tuple[np.ndarray, np.ndarray]] = []
+    row_parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for offset, data in reports:
+        if not data:
+            continue
+        episodes, final, row_infos, extra = pickle.loads(data)
+        infos["episodes"].extend(episodes)
+        if final is not None and len(final[0]):
+            finals.append((final[0] + offset, final[1]))
+        for key, value in row_infos.items():
+            row_parts.setdefault(key, []).append((offset, value))
+        for key, value in extra.items():
+            infos.setdefault(key, value)
+    for key in sorted(row_parts, key=lambda k: k.startswith("final_")):
+        parts = row_parts[key]
+        sample = parts[0][1]
+        base = infos.get(key[len("final_"):]) if key.startswith("final_") else None
+        # A final_X array (final_global_state) holds X for the rows of workers where nothing ended.
+        arr = base.copy() if base is not None else np.zeros((len(obs),) + sample.shape[1:], sample.dtype)
+        for offset, value in parts:
+            arr[offset: offset + len(value)] = value
+        infos[key] = arr
+    if finals:
+        fo = obs.copy()
+        for idx, rows in finals:
+            fo[idx] = rows
+        infos["final_observation"] = fo
+    return infos
 
 
 def _worker(index: int, conn: Any, inherited: list[Any], raw: Any, layout: dict, factory: EnvFactory,
@@ -191,10 +224,10 @@ class Multiprocessing(VecEnv):
             self._init_spaces(spec_env)
         finally:
             spec_env.close()
-        self.num_workers = self._pick_workers(num_workers)
+        self.num_workers = pick_workers(self.name, self.num_envs, num_workers, os.cpu_count() or 1)
         envs_per_worker = self.num_envs // self.num_workers
         self.rows_per_worker = envs_per_worker * self.agents_per_env
-        self.batch_size = self._pick_batch(batch_size)
+        self.batch_size = pick_batch(self.name, self.num_envs, self.num_workers, self.agents_per_env, batch_size)
         workers_per_batch = self.batch_size // self.rows_per_worker
         self.groups = [list(range(g, g + workers_per_batch)) for g in range(0, self.num_workers, workers_per_batch)]
 
@@ -240,30 +273,6 @@ class Multiprocessing(VecEnv):
         self._results.clear()
         self._env_ids = [np.arange(ws[0] * self.rows_per_worker, (ws[-1] + 1) * self.rows_per_worker)
                          for ws in self.groups]
-
-    # ---- configuration --------------------------------------------------------------------------
-    def _pick_workers(self, num_workers: int | None) -> int:
-        n = self.num_envs
-        if num_workers is None:
-            cpus = os.cpu_count() or 1
-            return max(d for d in divisors(n) if d <= cpus)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1 \
-                or n % num_workers:
-            raise PufferError(f"{self.name}: num_workers must divide num_envs={n} so every worker gets the same "
-                              f"number of envs; got {num_workers!r}; valid: {divisors(n)}")
-        return int(num_workers)
-
-    def _pick_batch(self, batch_size: int | None) -> int:
-        valid = [self.rows_per_worker * d for d in divisors(self.num_workers)]
-        if batch_size is None:
-            return self.num_agents
-        if batch_size not in valid:
-            raise PufferError(
-                f"{self.name}: batch_size counts agent rows and must be a whole number of workers' rows "
-                f"({self.rows_per_worker} per worker: num_envs={self.num_envs} / num_workers={self.num_workers} "
-                f"* agents_per_env={self.agents_per_env}) that divides num_agents={self.num_agents}; "
-                f"got {batch_size!r}; valid: {valid}")
-        return int(batch_size)
 
     # ---- waiting ------------------------------------------------------------------------------
     def _fail(self, message: str) -> WorkerError:
@@ -327,39 +336,10 @@ class Multiprocessing(VecEnv):
     def _collect(self, group_ids: list[int]) -> tuple[slice, Infos]:
         workers = [w for g in group_ids for w in self.groups[g]]
         lo, hi = workers[0] * self.rows_per_worker, (workers[-1] + 1) * self.rows_per_worker
-        infos: Infos = {"episodes": []}
-        finals: list[tuple[np.ndarray, np.ndarray]] = []
-        row_parts: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for w in workers:
-            data = self._results.pop(w)
-            if not data:
-                continue
-            episodes, final, row_infos, extra = pickle.loads(data)
-            infos["episodes"].extend(episodes)
-            offset = w * self.rows_per_worker - lo
-            if final is not None and len(final[0]):
-                finals.append((final[0] + offset, final[1]))
-            for key, value in row_infos.items():
-                row_parts.setdefault(key, []).append((offset, value))
-            for key, value in extra.items():
-                infos.setdefault(key, value)
-        for key in sorted(row_parts, key=lambda k: k.startswith("final_")):
-            parts = row_parts[key]
-            sample = parts[0][1]
-            base = infos.get(key[len("final_"):]) if key.startswith("final_") else None
-            # A final_X array (final_global_state) holds X for the rows of workers where nothing ended.
-            arr = base.copy() if base is not None else np.zeros((hi - lo,) + sample.shape[1:], sample.dtype)
-            for offset, value in parts:
-                arr[offset: offset + len(value)] = value
-            infos[key] = arr
         obs = self.observations[lo:hi]
         self._check_obs(obs, lo)
-        if finals:
-            fo = obs.copy()
-            for idx, rows in finals:
-                fo[idx] = rows
-            infos["final_observation"] = fo
-        return slice(lo, hi), infos
+        reports = [(w * self.rows_per_worker - lo, self._results.pop(w)) for w in workers]
+        return slice(lo, hi), merge_reports(reports, obs)
 
     def _send(self, workers: list[int], message: bytes) -> None:
         for w in workers:
