@@ -33,6 +33,9 @@ class Backend:
 
     name: str = "base"
     can_train: bool = False
+    # True where `scan` inside `compile` becomes one compiled loop (lax.scan); elsewhere it runs or
+    # unrolls step by step, so a long scan is better left to several calls (tinygrad: one huge graph)
+    compiles_loops: bool = False
     xp: Any = None
 
     def __init__(self, device: str = "cpu"):

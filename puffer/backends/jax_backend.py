@@ -23,6 +23,7 @@ class JaxBackend(Backend):
 
     name = "jax"
     can_train = True
+    compiles_loops = True
     xp = jnp
     array_type = jax.Array
 

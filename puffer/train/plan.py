@@ -38,9 +38,9 @@ class Plan:
     recurrent state at each segment's start, `hyper` the 0-d arrays from `hyper(progress)`, and
     `acc` sums `stat_keys`. The machinery compiles `step` twice: as one call per minibatch, and as
     one program for the whole update (every epoch and minibatch in a `be.scan`, minibatches gathered
-    inside from the whole rollout by host-drawn shuffles), which it prefers unless `early_stop` needs
-    the statistics between epochs or the rollout is too large to send at once. Both give the same
-    parameters for the same seed.
+    inside from the whole rollout by host-drawn shuffles), which it prefers where the backend compiles
+    loops (`be.compiles_loops`) unless `early_stop` needs the statistics between epochs or the
+    rollout is too large to send at once. Both give the same parameters for the same seed.
     """
 
     policy: Any

@@ -191,10 +191,10 @@ class Trainer(RolloutMixin):
         self._in = np.zeros((self.batch_rows, in_layout.width), np.float32)
         self._mb = np.zeros((plan.minibatch_size // self.segment, self.segment, self.mb_layout.width), np.float32)
         rollout_bytes = 4 * n * T * self.mb_layout.width
-        # early stopping reads the statistics between epochs, which one program cannot hand back
-        self.whole_update = plan.early_stop is None and rollout_bytes <= WHOLE_UPDATE_BYTES
-        self._rollout_packed = np.zeros((n * T // self.segment, self.segment, self.mb_layout.width), np.float32) if (
-            self.whole_update) else None
+        # early stopping reads the statistics between epochs, which one program cannot hand back; where
+        # loops do not compile (tinygrad unrolls them into one huge graph) one call per minibatch is faster
+        self.whole_update = be.compiles_loops and plan.early_stop is None and rollout_bytes <= WHOLE_UPDATE_BYTES
+        self._rollout_packed = np.zeros((n * T // self.segment, self.segment, self.mb_layout.width), np.float32)
         self.buffer = RolloutBuffer(n, T, fields, tuple(v for v, _ in plan.bootstrap.values()))
         self._starts = np.ones(n, np.float32)
         self._obs = None
