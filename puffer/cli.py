@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint directory")
     p.add_argument("--to", required=True, help="output .onnx file")
     p.add_argument("--sample-graph", action="store_true", help="also export a sampling graph with a noise input")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the minimum)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="target ONNX opset, 13 or newer (default: 17, which onnxruntime >= 1.15, onnxruntime-node "
+                        "and onnxruntime-web load); an op the target lacks is an error naming the opset it needs")
     p.set_defaults(func=_cmd_export)
 
     from puffer import hub
