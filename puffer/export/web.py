@@ -131,4 +131,5 @@ def write_site(model_path: str | Path, site: str | Path) -> Path:
     files.update({f: (dist / f).read_bytes() for f in ORT_WEB_FILES})
     for name, data in files.items():
         checkpoint.write_atomic(site / name, data)
+        os.chmod(site / name, 0o644)  # a web server running as another user must read the page
     return site / "index.html"
