@@ -5,7 +5,8 @@ carried state, each with its sampling graph) runs on fixed observations and nois
 - the oldest onnxruntime wheel that installs for this Python (`pip install --target` into a cache,
   with a numpy it was built for), through `puffer.deploy` in an interpreter without site-packages;
 - today's onnxruntime (this venv's), through `puffer.deploy`;
-- onnxruntime-node and onnxruntime-web (WASM, in headless Chromium) from npm.
+- onnxruntime-node from npm: the oldest release that loads opset 17 (1.12.1) and a current one;
+- onnxruntime-web (WASM) from npm in headless Chromium.
 Every runtime's outputs must match torch's compiled forward of the same parameters. Tools are
 installed by the tests themselves (cached); a machine that cannot install them fails with a message
 saying how, never a skip.
@@ -47,7 +48,9 @@ OBS = spaces.Box(-3.0, 3.0, (5,), np.float32)
 # the oldest onnxruntime with a wheel for each Python (`pip index versions onnxruntime`, measured), and
 # a numpy that wheel was built against (onnxruntime before 1.19 does not load under numpy 2)
 OLDEST_ONNXRUNTIME = {(3, 11): ("1.15.0", "1.26.4")}
-ORT_NODE_VERSION = "1.31.1"
+# onnxruntime-node: the oldest release that loads the default opset 17 (1.11.0 refuses it; measured) and
+# the newest at the time of writing
+ORT_NODE_VERSIONS = ("1.12.1", "1.31.1")
 # name -> (policy kind, action space, observation normalization on)
 CASES: dict[str, tuple[str, spaces.Space, bool]] = {
     "mlp-discrete": ("mlp", spaces.Discrete(4), False),
@@ -207,17 +210,17 @@ def test_todays_onnxruntime_matches_training_backend(cases: Any) -> None:
     _check(got, reference, f"onnxruntime {got['version']}")
 
 
-def test_onnxruntime_node_matches_training_backend(cases: Any) -> None:
+@pytest.mark.parametrize("version", ORT_NODE_VERSIONS)
+def test_onnxruntime_node_matches_training_backend(cases: Any, version: str) -> None:
     cases_dir, reference = cases
     node = shutil.which("node")
     if node is None:
         pytest.fail("onnxruntime-node needs Node.js: `sudo apt-get install nodejs npm` (./dev.sh test installs it)")
-    package = npm_package("onnxruntime-node", ORT_NODE_VERSION)
+    package = npm_package("onnxruntime-node", version)
     out = subprocess.run([node, str(JS / "run_node.js"), str(cases_dir)], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "NODE_PATH": str(package.parent)})
     assert out.returncode == 0, out.stderr[-3000:]
-    _check(json.loads((cases_dir / "node_results.json").read_text()), reference,
-           f"onnxruntime-node {ORT_NODE_VERSION}")
+    _check(json.loads((cases_dir / "node_results.json").read_text()), reference, f"onnxruntime-node {version}")
 
 
 def test_onnxruntime_web_in_chromium_matches_training_backend(cases: Any) -> None:
