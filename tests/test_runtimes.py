@@ -2,8 +2,9 @@
 
 One set of exports (default opset; MLP with discrete, continuous and mixed heads, and an LSTM over
 carried state, each with its sampling graph) runs on fixed observations and noise in:
-- the oldest onnxruntime wheel that installs for this Python (`pip install --target` into a cache,
-  with a numpy it was built for), through `puffer.deploy` in an interpreter without site-packages;
+- the oldest onnxruntime wheel that installs for this Python, and 1.20.0 (an optimizer of which once
+  refused our models), each `pip install --target` into a cache with a numpy it works with, through
+  `puffer.deploy` in an interpreter without site-packages;
 - today's onnxruntime (this venv's), through `puffer.deploy`;
 - onnxruntime-node from npm: the oldest release that loads opset 17 (1.12.1) and a current one;
 - onnxruntime-web (WASM) from npm in headless Chromium.
@@ -45,9 +46,14 @@ TOL = 1e-5
 BATCH = 7
 LSTM_STEPS = 5
 OBS = spaces.Box(-3.0, 3.0, (5,), np.float32)
-# the oldest onnxruntime with a wheel for each Python (`pip index versions onnxruntime`, measured), and
-# a numpy that wheel was built against (onnxruntime before 1.19 does not load under numpy 2)
-OLDEST_ONNXRUNTIME = {(3, 11): ("1.15.0", "1.26.4")}
+# the oldest onnxruntime with a wheel for each Python (`pip index versions onnxruntime`), and a numpy
+# that wheel works with (onnxruntime before 1.19 does not load under numpy 2); each loaded the default
+# opset-17 export here (3.11 in this suite; 3.10, 3.12 and 3.13 by hand with pyenv's interpreters)
+OLDEST_ONNXRUNTIME = {(3, 10): ("1.12.0", "1.26.4"), (3, 11): ("1.15.0", "1.26.4"), (3, 12): ("1.17.0", "1.26.4"),
+                      (3, 13): ("1.20.0", "2.1.3")}
+# 1.20.0's GatherSliceToSplitFusion refused models whose nodes are unnamed ("two nodes with same node
+# name"); the exporter names every node, and this keeps it so
+QUIRKY_ONNXRUNTIME = ("1.20.0", "2.1.3")
 # onnxruntime-node: the oldest release that loads the default opset 17 (1.11.0 refuses it; measured) and
 # the newest at the time of writing
 ORT_NODE_VERSIONS = ("1.12.1", "1.31.1")
@@ -161,16 +167,23 @@ def _check(got: dict[str, Any], reference: dict[str, list[dict[str, np.ndarray]]
                                            rtol=TOL, atol=TOL, err_msg=f"{key}: {runtime} vs torch, {name} step {t}")
 
 
-def _oldest_onnxruntime() -> tuple[str, Path]:
-    """The oldest onnxruntime for this Python, installed with pip --target into the cache."""
+def _old_onnxruntimes() -> list[tuple[str, str]]:
+    """(onnxruntime, numpy) versions to test on this Python: its oldest wheel and the quirky 1.20.0."""
     key = sys.version_info[:2]
     if key not in OLDEST_ONNXRUNTIME:
+        return [("unknown", "")]  # the test fails, saying how to record this Python's oldest wheel
+    return list(dict.fromkeys([OLDEST_ONNXRUNTIME[key], QUIRKY_ONNXRUNTIME]))
+
+
+def _install_onnxruntime(version: str, numpy_version: str) -> Path:
+    """onnxruntime `version` and numpy `numpy_version`, installed with pip --target into the cache."""
+    key = sys.version_info[:2]
+    if version == "unknown":
         pytest.fail(f"no oldest onnxruntime is recorded for Python {key[0]}.{key[1]}: find it with "
                     "`pip index versions onnxruntime` and add it to OLDEST_ONNXRUNTIME in tests/test_runtimes.py")
-    version, numpy_version = OLDEST_ONNXRUNTIME[key]
     target = CACHE / f"onnxruntime-{version}-py{key[0]}{key[1]}"
     if (target / "onnxruntime" / "__init__.py").is_file():
-        return version, target
+        return target
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
@@ -182,7 +195,7 @@ def _oldest_onnxruntime() -> tuple[str, Path]:
         pytest.fail(f"could not install onnxruntime {version} for the old-runtime test ({e}):\n{stderr[-1500:]}\n"
                     f"install it by hand (needs network access to PyPI): {' '.join(cmd)} && mv {partial} {target}")
     partial.rename(target)  # only a complete install is ever found at `target`
-    return version, target
+    return target
 
 
 def _run_deploy(cases_dir: Path, python_args: list[str], paths: list[str]) -> dict[str, Any]:
@@ -192,9 +205,10 @@ def _run_deploy(cases_dir: Path, python_args: list[str], paths: list[str]) -> di
     return json.loads(out.stdout)
 
 
-def test_oldest_onnxruntime_matches_training_backend(cases: Any) -> None:
+@pytest.mark.parametrize("version, numpy_version", _old_onnxruntimes())
+def test_old_onnxruntime_matches_training_backend(cases: Any, version: str, numpy_version: str) -> None:
     cases_dir, reference = cases
-    version, target = _oldest_onnxruntime()
+    target = _install_onnxruntime(version, numpy_version)
     # -I -S: no site-packages, so the device's view: only the old onnxruntime, its numpy and puffer
     got = _run_deploy(cases_dir, ["-I", "-S"], [str(target), str(ROOT)])
     assert got["version"] == version

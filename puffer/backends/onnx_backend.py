@@ -120,7 +120,9 @@ class Graph:
             raise ExportError(f"{op} needs opset {needs}, but this export targets opset {self.opset} (called at "
                               f"{call_site()}); pass opset >= {needs} (puffer export --opset {needs})")
         outs = [self.fresh(op) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op, list(inputs), outs, **attrs))
+        # a unique node name: onnxruntime 1.20.0's GatherSliceToSplitFusion names the nodes it makes after the
+        # nodes it fuses and refuses the model ("two nodes with same node name") when those are all unnamed
+        self.nodes.append(helper.make_node(op, list(inputs), outs, name=outs[0], **attrs))
         return outs
 
     def const(self, value: np.ndarray) -> str:
@@ -907,7 +909,7 @@ class OnnxBackend(Backend):
         if name in g._names:
             raise ExportError(f"two graph values are both named {name!r}")
         g._names.add(name)
-        g.nodes.append(helper.make_node("Identity", [x.name], [name]))
+        g.nodes.append(helper.make_node("Identity", [x.name], [name], name=name))
         g.outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(x.dtype), list(x.dims)))
 
     def model(self, graph_name: str = "puffer", doc: str = "") -> onnx.ModelProto:
