@@ -213,3 +213,38 @@ def test_cartpole_end_to_end_onnxruntime_matches_training_backend(tmp_path: Path
     ort_line = capsys.readouterr().out
     assert "on torch" in torch_line and "on onnxruntime" in ort_line
     assert torch_line.split("mean return")[1] == ort_line.split("mean return")[1]
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_reductions_and_bitwise_ops_in_each_opsets_form_match_numpy(opset: int) -> None:
+    import onnxruntime as ort
+
+    from puffer.backends.onnx_backend import OnnxBackend
+
+    be = OnnxBackend()
+    xp = be.xp
+    x_np = np.random.default_rng(0).normal(0, 1, (3, 4, 5)).astype(np.float32)
+    i_np = np.arange(24, dtype=np.int32).reshape(6, 4)
+    want = {"sum": x_np.sum(axis=(0, 2)), "prod": x_np.prod(axis=1, keepdims=True), "max": x_np.max(axis=-1),
+            "min": x_np.min(), "mean": x_np.mean(axis=(1, 2)), "any": (x_np > 1.5).any(axis=0),
+            "all": (x_np > -3).all(axis=1), "flags": (i_np & 6) | (~i_np & 1), "mask": ~(i_np > 3) & (i_np < 9)}
+    with be.trace(opset):
+        x, i = be.input("x", np.float32, ("batch", 4, 5)), be.input("i", np.int32, ("batch", 4))
+        outs = {"sum": xp.sum(x, axis=(0, 2)), "prod": xp.prod(x, axis=1, keepdims=True), "max": xp.max(x, axis=-1),
+                "min": xp.min(x), "mean": xp.mean(x, axis=(1, 2)), "any": xp.any(x > 1.5, axis=0),
+                "all": xp.all(x > -3, axis=1)}
+        if opset >= 18:  # BitwiseAnd & co. appeared in opset 18
+            outs.update({"flags": (i & 6) | (~i & 1), "mask": ~(i > 3) & (i < 9)})
+        else:
+            with pytest.raises(ExportError, match=f"BitwiseAnd needs opset 18, but this export targets opset {opset}"):
+                i & 6  # noqa: B018 - the expression is the test
+            outs["mask"] = ~(i > 3) & (i < 9)  # on booleans & and ~ are logical, in every opset
+        for name, value in outs.items():
+            be.output(name, value)
+        model = be.model()
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x_np, "i": i_np})
+    for name, value in zip(outs, got):
+        np.testing.assert_allclose(value, want[name], rtol=1e-6, err_msg=name)
