@@ -7,7 +7,8 @@ carried state, each with its sampling graph) runs on fixed observations and nois
   `puffer.deploy` in an interpreter without site-packages;
 - today's onnxruntime (this venv's), through `puffer.deploy`;
 - onnxruntime-node from npm: the oldest release that loads opset 17 (1.12.1) and a current one;
-- onnxruntime-web (WASM) from npm in headless Chromium.
+- onnxruntime-web (WASM) from npm in headless Chromium: 1.12.1 and the release `puffer export --web`
+  ships.
 Every runtime's outputs must match torch's compiled forward of the same parameters. Tools are
 installed by the tests themselves (cached); a machine that cannot install them fails with a message
 saying how, never a skip.
@@ -38,6 +39,7 @@ pytest.importorskip("onnxruntime")
 from browser import npm_package, run_page  # noqa: E402 - tests/ helper module
 
 from puffer.export import export  # noqa: E402
+from puffer.export.web import ORT_WEB_VERSION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JS = Path(__file__).with_name("js")
@@ -54,9 +56,10 @@ OLDEST_ONNXRUNTIME = {(3, 10): ("1.12.0", "1.26.4"), (3, 11): ("1.15.0", "1.26.4
 # 1.20.0's GatherSliceToSplitFusion refused models whose nodes are unnamed ("two nodes with same node
 # name"); the exporter names every node, and this keeps it so
 QUIRKY_ONNXRUNTIME = ("1.20.0", "2.1.3")
-# onnxruntime-node: the oldest release that loads the default opset 17 (1.11.0 refuses it; measured) and
-# the newest at the time of writing
+# onnxruntime-node and -web: the oldest release that loads the default opset 17 (node 1.11.0 refuses
+# it; measured) and the newest at the time of writing (the one `puffer export --web` ships)
 ORT_NODE_VERSIONS = ("1.12.1", "1.31.1")
+ORT_WEB_VERSIONS = ("1.12.1", ORT_WEB_VERSION)
 # name -> (policy kind, action space, observation normalization on)
 CASES: dict[str, tuple[str, spaces.Space, bool]] = {
     "mlp-discrete": ("mlp", spaces.Discrete(4), False),
@@ -237,15 +240,18 @@ def test_onnxruntime_node_matches_training_backend(cases: Any, version: str) -> 
     _check(json.loads((cases_dir / "node_results.json").read_text()), reference, f"onnxruntime-node {version}")
 
 
-def test_onnxruntime_web_in_chromium_matches_training_backend(cases: Any) -> None:
-    from puffer.export.web import ORT_WEB_FILES, ORT_WEB_VERSION, onnxruntime_web
-
+@pytest.mark.parametrize("version", ORT_WEB_VERSIONS)
+def test_onnxruntime_web_in_chromium_matches_training_backend(cases: Any, version: str, tmp_path: Path) -> None:
     cases_dir, reference = cases
-    dist = onnxruntime_web()
-    for f in ORT_WEB_FILES:
-        shutil.copy(dist / f, cases_dir / f)
+    site = tmp_path / "site"
+    shutil.copytree(cases_dir, site, ignore=shutil.ignore_patterns("run-*"))
+    dist = npm_package("onnxruntime-web", version) / "dist"
+    # the WASM-only build: its script and the .wasm/.mjs files it loads (their names changed across releases)
+    for f in [dist / "ort.wasm.min.js", *dist.glob("ort-wasm*.wasm"), *dist.glob("ort-wasm*.mjs")]:
+        shutil.copy(f, site / f.name)
     for f in ("runtimes.html", "run_cases.js"):
-        shutil.copy(JS / f, cases_dir / f)
-    got = run_page(cases_dir, "runtimes.html")
-    assert got.get("version") == ORT_WEB_VERSION, got
-    _check(got, reference, f"onnxruntime-web {ORT_WEB_VERSION} (WASM, Chromium)")
+        shutil.copy(JS / f, site / f)
+    got = run_page(site, "runtimes.html")
+    assert got.get("ok"), got
+    assert got["version"] == (None if version == "1.12.1" else version)  # 1.12 does not report its version
+    _check(got, reference, f"onnxruntime-web {version} (WASM, Chromium)")
