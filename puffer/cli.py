@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "typed-in observations)")
     p.add_argument("--sample-graph", action="store_true", help="also export a sampling graph with a noise input")
     p.add_argument("--opset", type=int, default=None,
-                   help="target ONNX opset, 13 or newer (default: 17, which onnxruntime >= 1.15, onnxruntime-node "
-                        "and onnxruntime-web load); an op the target lacks is an error naming the opset it needs")
+                   help="target ONNX opset, 13 or newer (default: 17, which onnxruntime, onnxruntime-node and "
+                        "onnxruntime-web >= 1.12 load); an op the target lacks is an error naming the opset it needs")
     p.set_defaults(func=_cmd_export)
 
     from puffer import hub

@@ -188,6 +188,11 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
     assert main(["export", str(make_run(tmp_path)), "--to", str(tmp_path / "old.onnx"), "--opset", "11"]) == 2
     assert "opset 11 is older than the exporter supports" in capsys.readouterr().err
+    from puffer.backends.onnx_backend import DEFAULT_OPSET
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert f"(default: {DEFAULT_OPSET}," in " ".join(capsys.readouterr().out.split())  # the help names the default
     assert main(["export", str(tmp_path / "missing"), "--to", str(tmp_path / "x.onnx")]) == 2
 
 

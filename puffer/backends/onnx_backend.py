@@ -33,8 +33,8 @@ from onnx import helper, numpy_helper
 from puffer.backends.base import Backend
 from puffer.errors import ExportError
 
-# opset 17 (IR version 8) loads on every onnxruntime with a Python 3.11 wheel (1.15, measured) and on
-# onnxruntime-web/-node; README "Export and deployment" records the measurements
+# opset 17 (IR version 8) loads on onnxruntime >= 1.12 (measured: the oldest Python wheels, onnxruntime-node
+# and -web 1.12.1); opset 18 needs 1.14. README "Export and deployment" records the measurements
 DEFAULT_OPSET = 17
 # from 13 on, Squeeze/Unsqueeze/ReduceSum take axes as an input and Softmax works on one axis, the forms
 # this tracer emits; older opsets would need a second lowering of those ops
