@@ -47,10 +47,13 @@ def npm_package(name: str, version: str) -> Path:
         raise ExportError(f"{name} {version} comes from npm, which is not installed: install Node.js and npm "
                           f"(`sudo apt-get install npm` on Debian/Ubuntu), or `npm install {name}@{version}` "
                           f"with --prefix {prefix}")
-    prefix.mkdir(parents=True, exist_ok=True)
+    # installed next to the cache entry and renamed into place, so an interrupted install is never found
+    partial = prefix.with_name(prefix.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     # --ignore-scripts: the packages ship their CPU binaries; onnxruntime-node's install script only
     # fetches optional GPU builds from the network
-    cmd = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save", "--prefix", str(prefix),
+    cmd = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save", "--prefix", str(partial),
            f"{name}@{version}"]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
@@ -59,8 +62,10 @@ def npm_package(name: str, version: str) -> Path:
         raise ExportError(f"`{' '.join(cmd)}` failed:\n{tail}") from e
     except subprocess.TimeoutExpired as e:
         raise ExportError(f"`{' '.join(cmd)}` did not finish in {e.timeout:.0f} s") from e
-    if _installed_version(package) != version:
-        raise ExportError(f"npm reported success but {package} does not hold {name} {version}")
+    if _installed_version(partial / "node_modules" / name) != version:
+        raise ExportError(f"npm reported success but {partial} does not hold {name} {version}")
+    shutil.rmtree(prefix, ignore_errors=True)  # a stale or broken earlier install
+    partial.rename(prefix)
     return package
 
 
