@@ -43,6 +43,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if args.to is None and args.web is None:
         raise PufferError("puffer export needs --to FILE.onnx, --web DIR, or both")
+    if args.web is not None:
+        from puffer.export.web import onnxruntime_web
+
+        onnxruntime_web()  # fetch or find onnxruntime-web first: its failure should leave nothing written
     to = Path(args.to) if args.to is not None else Path(args.web) / "policy.onnx"
     path = export(args.run, to, sample_graph=args.sample_graph, opset=args.opset)
     print(f"exported {args.run} to {path}")

@@ -75,3 +75,30 @@ def test_env_without_js_port_gets_a_notice_and_runs_typed_in_observations(tmp_pa
 def test_export_needs_a_destination(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["export", str(tmp_path)]) == 2
     assert "needs --to FILE.onnx, --web DIR, or both" in capsys.readouterr().err
+
+
+def test_web_export_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnx import TensorProto, helper
+
+    from puffer.errors import ExportError
+    from puffer.export.web import write_site
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    plain = tmp_path / "plain.onnx"
+    plain.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ExportError, match="plain.onnx: not a puffer export"):
+        write_site(plain, tmp_path / "site")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match="exists and is not a directory"):
+        write_site(plain, tmp_path / "file")
+    monkeypatch.setenv("PUFFER_ORT_WEB", str(tmp_path))  # a directory without onnxruntime-web's files
+    obs, act = spaces.Box(-1.0, 1.0, (4,), np.float32), spaces.Discrete(2)
+    policy = make_policy(obs, act, "mlp", 8, 2, "tanh")
+    config = {"policy": "mlp", "hidden_size": 8, "num_layers": 2, "activation": "tanh", "env_kwargs": {}}
+    meta = {"env": "cartpole", "backend": "jax", "config": config, "observation_space": obs.to_json(),
+            "action_space": act.to_json(), "structured_observation_space": None}
+    run = checkpoint.save(tmp_path / "run", 1, {"params": policy.init(None, 0)}, meta)
+    assert main(["export", str(run), "--web", str(tmp_path / "site")]) == 2
+    assert not (tmp_path / "site").exists()
