@@ -1,6 +1,6 @@
 """Inference latency of the CartPole MLP policy: puffer.deploy against every framework, in one run.
 
-    .venv/bin/python benchmarks/inference_latency.py [--run RUN_DIR] [--repeats 7]
+    .venv/bin/python benchmarks/inference_latency.py [--run RUN_DIR] [--repeats 7] [--opsets 17,18]
 
 Every contender computes the same deterministic action from the same weights (the CartPole MLP:
 4 -> 64 -> 64 -> 2 actor and 4 -> 64 -> 64 -> 1 critic, tanh), starting from a numpy observation and
@@ -11,6 +11,8 @@ ending with numpy actions, so host<->device conversion is included where a frame
 - onnxruntime `InferenceSession.run` on the exported model, and the floor: `run_with_iobinding`
   with inputs and outputs bound once to preallocated buffers (no copy, no Python work per call), and
   the floor plus the one write any real call makes (a fresh observation into the bound buffer).
+A last table compares the same policy exported at each of `--opsets` (default: the exporter's default
+17 against 18) at batch 1, timed in one interleaved loop: puffer.deploy `act` and the IOBinding floor.
 A figure is the best of `--repeats` timed loops (the least disturbed by other processes), in µs per
 call. Ratios are against puffer.deploy; the targets at batch 1 are <= 0.25x torch eager and <= 1.5x
 the IOBinding floor.
@@ -109,10 +111,40 @@ def measure(batch: int, deployed: Any, policy: Any, params: dict[str, np.ndarray
     return timeit(fns, repeats)
 
 
+def measure_opsets(run: Path, opsets: list[int], tmp: Path, repeats: int) -> dict[str, float]:
+    """µs per batch-1 call of puffer.deploy and the IOBinding floor for the policy exported at each opset."""
+    import onnxruntime as ort
+
+    from puffer.deploy import Policy
+    from puffer.export import export
+
+    obs = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    fns: dict[str, Callable[[], object]] = {}
+    expected = None
+    for opset in opsets:
+        model = export(run, tmp / f"policy-opset{opset}.onnx", opset=opset)
+        deployed = Policy.load(model)
+        got = deployed.act(obs)
+        expected = got if expected is None else expected
+        assert np.array_equal(got, expected), f"opset {opset} disagrees with opset {opsets[0]}"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        binding = sess.io_binding()
+        out = np.empty((1, 1), np.float32)
+        binding.bind_input("obs", "cpu", 0, np.float32, obs.shape, obs.ctypes.data)
+        binding.bind_output("action", "cpu", 0, np.float32, out.shape, out.ctypes.data)
+        fns[f"puffer.deploy act, opset {opset}"] = lambda deployed=deployed: deployed.act(obs)
+        fns[f"ORT IOBinding floor, opset {opset}"] = lambda sess=sess, binding=binding: sess.run_with_iobinding(
+            binding)
+    return timeit(fns, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a trained CartPole run directory (default: seeded init)")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--opsets", default="17,18", help="opsets to compare at batch 1 (comma-separated)")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -151,6 +183,12 @@ def main() -> None:
                       f"{'met' if ours <= 0.25 * torch_us else 'NOT met'}")
             print(f"  target puffer.deploy <= 1.5x IOBinding floor: {ours / floor:.2f}x "
                   f"{'met' if ours <= 1.5 * floor else 'NOT met'}")
+
+    opsets = [int(o) for o in args.opsets.split(",") if o.strip()]
+    results = measure_opsets(Path(run), opsets, tmp, args.repeats)
+    print(f"\nbatch 1 by export opset: µs per call (best of {args.repeats}, one interleaved loop)")
+    for label, us in results.items():
+        print(f"  {label:34s} {us:10.1f} µs")
 
 
 if __name__ == "__main__":

@@ -37,11 +37,25 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from puffer.export import export
 
-    path = export(args.run, args.to, sample_graph=args.sample_graph, opset=args.opset)
+    if args.to is None and args.web is None:
+        raise PufferError("puffer export needs --to FILE.onnx, --web DIR, or both")
+    if args.web is not None:
+        from puffer.export.web import onnxruntime_web
+
+        onnxruntime_web()  # fetch or find onnxruntime-web first: its failure should leave nothing written
+    to = Path(args.to) if args.to is not None else Path(args.web) / "policy.onnx"
+    path = export(args.run, to, sample_graph=args.sample_graph, opset=args.opset)
     print(f"exported {args.run} to {path}")
     print(f"evaluate: puffer eval --policy {path} --backend onnxruntime")
+    if args.web is not None:
+        from puffer.export.web import write_site
+
+        page = write_site(path, args.web)
+        print(f"web page: {page} (serve it: python -m http.server -d {args.web}, then open http://localhost:8000)")
     return 0
 
 
@@ -66,9 +80,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained policy to ONNX (from any training backend)")
     p.add_argument("run", help="run directory or checkpoint directory")
-    p.add_argument("--to", required=True, help="output .onnx file")
+    p.add_argument("--to", help="output .onnx file")
+    p.add_argument("--web", metavar="DIR", help="also write a static page to DIR in which the policy acts in the "
+                                                "browser on onnxruntime-web (CartPole is drawn; other envs take "
+                                                "typed-in observations)")
     p.add_argument("--sample-graph", action="store_true", help="also export a sampling graph with a noise input")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the minimum)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="target ONNX opset, 13 or newer (default: 17, which onnxruntime, onnxruntime-node and "
+                        "onnxruntime-web >= 1.12 load); an op the target lacks is an error naming the opset it needs")
     p.set_defaults(func=_cmd_export)
 
     from puffer import hub

@@ -22,7 +22,9 @@ FORMAT_VERSION = 1
 # ONNX metadata_props keys written by puffer.export
 META = {k: f"puffer.{k}" for k in (
     "format", "version", "observation_space", "structured_observation_space", "action_space", "obs_norm",
-    "backend", "env", "env_kwargs", "policy", "head", "state", "sample_graph", "step")}
+    "backend", "env", "env_kwargs", "policy", "head", "state", "sample_graph", "step", "opset", "ir_version")}
+# the metadata a model must carry for Policy to know its spaces and state layout
+REQUIRED = tuple(META[k] for k in ("format", "observation_space", "action_space", "head", "state"))
 _MAX_BOUND = 8  # batch sizes kept bound at once; each holds its own buffers
 
 
@@ -101,9 +103,12 @@ class Policy:
         except Exception as e:  # onnxruntime raises its own exception types for unparsable or invalid models
             raise ExportError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0]})") from e
         meta = dict(session.get_modelmeta().custom_metadata_map)
-        if META["format"] not in meta:
-            raise ExportError(f"{path}: an ONNX model without puffer metadata (not written by `puffer export`); "
-                              "puffer.deploy needs the spaces and state layout it records")
+        missing = [k for k in REQUIRED if k not in meta]
+        if missing:
+            what = "without puffer metadata" if len(missing) == len(REQUIRED) else "with incomplete puffer metadata"
+            raise ExportError(f"{path}: an ONNX model {what} (missing {', '.join(missing)}), so not written by "
+                              "`puffer export`; puffer.deploy needs the spaces and state layout it records. "
+                              "Export the trained run with `puffer export RUN --to policy.onnx`")
         if meta[META["format"]] != str(FORMAT_VERSION):
             raise ExportError(f"{path}: puffer export format {meta[META['format']]!r} is not supported; this "
                               f"puffer reads format {FORMAT_VERSION}")

@@ -40,26 +40,38 @@ def exported(tmp: Path, action_space: spaces.Space = DISCRETE, kind: str = "mlp"
     return export(tmp / "run", tmp / "policy.onnx", sample_graph=sample_graph)
 
 
-def test_deploy_imports_no_training_framework(tmp_path: Path) -> None:
+def test_deploy_imports_only_numpy_and_onnxruntime(tmp_path: Path) -> None:
+    """In a fresh interpreter, loading and running a policy imports nothing but the standard library, numpy,
+    onnxruntime and puffer (no training framework, not even onnx or array-api-compat)."""
     path = exported(tmp_path, kind="lstm")
     code = textwrap.dedent(f"""
-        import sys
+        import sys, sysconfig
+        startup = set(sys.modules)  # what the interpreter loaded before our code (site, .pth hooks)
         class Block:  # as on a device where only numpy and onnxruntime are installed
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in {FRAMEWORKS!r}:
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        import puffer
         from puffer.deploy import Policy
         policy = Policy.load({str(path)!r})
         action, state = policy.act(np.zeros((2, 4), np.float32), policy.initial_state(2))
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {FRAMEWORKS!r})
-        print("LOADED", loaded, action.shape)
+        stdlib = {{sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}}
+        foreign = set()
+        for name, module in list(sys.modules.items()):
+            if name in startup:
+                continue
+            origin = getattr(module, "__file__", None)
+            top = name.split(".")[0]
+            if origin is None or top in ("numpy", "onnxruntime", "puffer") or top in sys.stdlib_module_names:
+                continue
+            if not any(origin.startswith(p) and "site-packages" not in origin[len(p):] for p in stdlib):
+                foreign.add(top)
+        print("FOREIGN", sorted(foreign), action.shape)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "LOADED [] (2,)" in out.stdout
+    assert "FOREIGN [] (2,)" in out.stdout
 
 
 def test_act_returns_env_actions_for_batches_and_single_observations(tmp_path: Path) -> None:
@@ -143,8 +155,18 @@ def test_truncated_foreign_missing_and_metadata_free_files_name_the_file(tmp_pat
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     plain = tmp_path / "plain.onnx"
     plain.write_bytes(helper.make_model(graph).SerializeToString())
-    with pytest.raises(ExportError, match="plain.onnx: an ONNX model without puffer metadata"):
+    with pytest.raises(ExportError, match=r"plain.onnx: an ONNX model without puffer metadata \(missing "
+                                          r"puffer.format, puffer.observation_space, .*puffer.state\)"):
         Policy.load(plain)
+    # another tool's model that copied some of puffer's keys: the error lists the ones still missing
+    model = onnx.load(str(exported(tmp_path / "partial")))
+    kept = [p for p in model.metadata_props if p.key not in ("puffer.head", "puffer.state")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    partial = tmp_path / "partial.onnx"
+    partial.write_bytes(model.SerializeToString())
+    with pytest.raises(ExportError, match=r"incomplete puffer metadata \(missing puffer.head, puffer.state\)"):
+        Policy.load(partial)
 
 
 def test_onnxruntime_backend_compiles_forward_code_through_onnx() -> None:

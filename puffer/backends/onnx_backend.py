@@ -7,11 +7,18 @@ batch) reported as `None` in `.shape`, as the array API specifies for unknown si
 
 Values cannot flow back to Python: `bool(x)`, `float(x)`, `len(x)` on a symbolic axis, or any op
 this tracer does not implement raise `ExportError` naming the op and the caller's file:line.
+
+A trace targets one opset (`be.trace(opset=17)`): ops whose signature changed between opsets are
+emitted in the target's form (ReduceMax/Min/Mean/Prod take `axes` as an attribute before 18, as an
+input from 18), and an op that the target opset does not have yet raises `ExportError` naming the op,
+the opset it needs and the call site. The model declares the lowest IR version its opset needs, so
+a runtime that supports the opset loads it whatever the installed `onnx` package would default to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -26,7 +33,14 @@ from onnx import helper, numpy_helper
 from puffer.backends.base import Backend
 from puffer.errors import ExportError
 
-OPSET = 18
+# opset 17 (IR version 8) loads on onnxruntime >= 1.12 (measured: the oldest Python wheels, onnxruntime-node
+# and -web 1.12.1); opset 18 needs 1.14. README "Export and deployment" records the measurements
+DEFAULT_OPSET = 17
+# from 13 on, Squeeze/Unsqueeze/ReduceSum take axes as an input and Softmax works on one axis, the forms
+# this tracer emits; older opsets would need a second lowering of those ops
+MIN_OPSET = 13
+# first opset in which each of these ops takes `axes` as an input instead of an attribute
+_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18, "ReduceMean": 18, "ReduceProd": 18}
 Dim = int | str
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
@@ -54,10 +68,36 @@ def _onnx_dtype(dtype: np.dtype) -> int:
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
-class Graph:
-    """Nodes, initializers, inputs and outputs of one trace."""
+@functools.cache
+def _first_opsets() -> dict[str, int]:
+    """The opset in which each default-domain ONNX op first appeared."""
+    first: dict[str, int] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain in ("", "ai.onnx"):
+            first[schema.name] = min(first.get(schema.name, schema.since_version), schema.since_version)
+    return first
 
-    def __init__(self) -> None:
+
+def check_opset(opset: int) -> int:
+    """`opset` if this tracer can target it, else an `ExportError` saying which opsets it can."""
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise ExportError(f"the target opset must be an integer, got {opset!r}")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is older than the exporter supports: it emits ops in their opset-"
+                          f"{MIN_OPSET} form (Squeeze, Unsqueeze and ReduceSum with an axes input); pass opset "
+                          f">= {MIN_OPSET} (default {DEFAULT_OPSET})")
+    if opset > newest:
+        raise ExportError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows (up to "
+                          f"{newest})")
+    return int(opset)
+
+
+class Graph:
+    """Nodes, initializers, inputs and outputs of one trace, which targets one opset."""
+
+    def __init__(self, opset: int = DEFAULT_OPSET) -> None:
+        self.opset = check_opset(opset)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -71,9 +111,18 @@ class Graph:
         return f"{hint}_{next(self._ids)}"
 
     def node(self, op: str, inputs: Sequence[str], n_out: int = 1, **attrs: Any) -> list[str]:
-        """Append a node; returns its output names."""
+        """Append a node; returns its output names. An op newer than the target opset is an `ExportError`."""
+        needs = _first_opsets().get(op)
+        if needs is None:
+            raise ExportError(f"{op} is not an ONNX operator the installed onnx {onnx.__version__} knows "
+                              f"(called at {call_site()})")
+        if needs > self.opset:
+            raise ExportError(f"{op} needs opset {needs}, but this export targets opset {self.opset} (called at "
+                              f"{call_site()}); pass opset >= {needs} (puffer export --opset {needs})")
         outs = [self.fresh(op) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op, list(inputs), outs, **attrs))
+        # a unique node name: onnxruntime 1.20.0's GatherSliceToSplitFusion names the nodes it makes after the
+        # nodes it fuses and refuses the model ("two nodes with same node name") when those are all unnamed
+        self.nodes.append(helper.make_node(op, list(inputs), outs, name=outs[0], **attrs))
         return outs
 
     def const(self, value: np.ndarray) -> str:
@@ -189,13 +238,13 @@ class Sym:
     def __neg__(self): return self.be.xp.negative(self)
     def __pos__(self): return self
     def __abs__(self): return self.be.xp.abs(self)
-    def __invert__(self): return self.be.xp.logical_not(self)
-    def __and__(self, o): return self.be.xp.logical_and(self, o)
-    def __rand__(self, o): return self.be.xp.logical_and(o, self)
-    def __or__(self, o): return self.be.xp.logical_or(self, o)
-    def __ror__(self, o): return self.be.xp.logical_or(o, self)
-    def __xor__(self, o): return self.be.xp.logical_xor(self, o)
-    def __rxor__(self, o): return self.be.xp.logical_xor(o, self)
+    def __invert__(self): return self.be.xp.bitwise_invert(self)
+    def __and__(self, o): return self.be.xp.bitwise_and(self, o)
+    def __rand__(self, o): return self.be.xp.bitwise_and(o, self)
+    def __or__(self, o): return self.be.xp.bitwise_or(self, o)
+    def __ror__(self, o): return self.be.xp.bitwise_or(o, self)
+    def __xor__(self, o): return self.be.xp.bitwise_xor(self, o)
+    def __rxor__(self, o): return self.be.xp.bitwise_xor(o, self)
     def __lt__(self, o): return self.be.xp.less(self, o)
     def __le__(self, o): return self.be.xp.less_equal(self, o)
     def __gt__(self, o): return self.be.xp.greater(self, o)
@@ -392,6 +441,26 @@ class OnnxNamespace:
     def isinf(self, x: Any) -> Sym: return self._unary("isinf", x)
     def logical_not(self, x: Any) -> Sym: return self._unary("logical_not", x)
     def reciprocal(self, x: Any) -> Sym: return self._unary("reciprocal", x)
+
+    def _bitwise(self, name: str, a: Any, b: Any) -> Sym:
+        a, b = self._pair(a, b)
+        if a.dtype.kind == "b":  # on booleans the array API's bitwise ops are the logical ones
+            return self._binary(f"logical_{name}", a, b)
+        if a.dtype.kind not in "iu":
+            raise unsupported(f"xp.bitwise_{name} on {a.dtype}", "bitwise ops take integer or boolean arrays")
+        return self._op(f"Bitwise{name.capitalize()}", [a, b], a.dtype, _broadcast(a.dims, b.dims))
+
+    def bitwise_and(self, a: Any, b: Any) -> Sym: return self._bitwise("and", a, b)
+    def bitwise_or(self, a: Any, b: Any) -> Sym: return self._bitwise("or", a, b)
+    def bitwise_xor(self, a: Any, b: Any) -> Sym: return self._bitwise("xor", a, b)
+
+    def bitwise_invert(self, x: Any) -> Sym:
+        x = self._lift(x, None, self._graph(x))
+        if x.dtype.kind == "b":
+            return self.logical_not(x)
+        if x.dtype.kind not in "iu":
+            raise unsupported(f"xp.bitwise_invert on {x.dtype}", "bitwise ops take integer or boolean arrays")
+        return self._op("BitwiseNot", [x], x.dtype, x.dims)
 
     def positive(self, x: Sym) -> Sym:
         return x
@@ -710,7 +779,12 @@ class OnnxNamespace:
             x = self._cast(x, dtype)
         axes = self._axes(x, axis)
         dims = tuple(1 if i in axes else d for i, d in enumerate(x.dims) if keepdims or i not in axes)
-        return self._op(_REDUCE[name], [x.name, self._ints(axes, x.graph)], x.dtype, dims, keepdims=int(keepdims))
+        op = _REDUCE[name]
+        if x.graph.opset >= _AXES_INPUT_SINCE[op]:
+            return self._op(op, [x.name, self._ints(axes, x.graph)], x.dtype, dims, keepdims=int(keepdims))
+        # the attribute form; no axes at all (a 0-d input) reduces over every axis, as an empty axes input does
+        attrs = {"axes": axes} if axes else {}
+        return self._op(op, [x.name], x.dtype, dims, keepdims=int(keepdims), **attrs)
 
     def sum(self, x: Sym, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Sym:
         return self._reduce("sum", x, axis, keepdims, dtype)
@@ -805,9 +879,9 @@ class OnnxBackend(Backend):
         return self._graph
 
     @contextlib.contextmanager
-    def trace(self) -> Iterator[Graph]:
-        """Record a fresh graph for the duration of the block."""
-        previous, self._graph = self._graph, Graph()
+    def trace(self, opset: int = DEFAULT_OPSET) -> Iterator[Graph]:
+        """Record a fresh graph of ops from `opset` for the duration of the block."""
+        previous, self._graph = self._graph, Graph(opset)
         try:
             yield self._graph
         finally:
@@ -835,17 +909,17 @@ class OnnxBackend(Backend):
         if name in g._names:
             raise ExportError(f"two graph values are both named {name!r}")
         g._names.add(name)
-        g.nodes.append(helper.make_node("Identity", [x.name], [name]))
+        g.nodes.append(helper.make_node("Identity", [x.name], [name], name=name))
         g.outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(x.dtype), list(x.dims)))
 
-    def model(self, graph_name: str = "puffer", opset: int = OPSET, doc: str = "") -> onnx.ModelProto:
-        """The recorded graph as an ONNX model of `opset`."""
-        if opset < OPSET:
-            raise ExportError(f"opset {opset} is too old: the exporter emits opset {OPSET} ops (ReduceMax with an "
-                              f"axes input); pass opset >= {OPSET}")
+    def model(self, graph_name: str = "puffer", doc: str = "") -> onnx.ModelProto:
+        """The recorded graph as an ONNX model of the trace's opset and the lowest IR version it needs."""
         g = self.graph
         graph = helper.make_graph(g.nodes, graph_name, g.inputs, g.outputs, g.initializers, doc_string=doc)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="puffer")
+        opsets = [helper.make_opsetid("", g.opset)]
+        # not the installed onnx's newest IR version: runtimes refuse IR versions newer than they know
+        ir_version = helper.find_min_ir_version_for(opsets)
+        return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, producer_name="puffer")
 
     # ---- numpy in/out -----------------------------------------------------------------------
     def _is_native_dtype(self, dtype: Any) -> bool:

@@ -5,6 +5,11 @@ recording `onnx` backend, which turns every array operation into an ONNX node. P
 initializers, the batch dimension is symbolic, observation normalization is folded into the graph,
 and the spaces, normalization statistics, puffer version, training backend and env travel in the
 model's metadata (read back by `puffer.deploy`).
+
+Compatibility: the model targets opset 17 unless asked otherwise (`opset=`, `puffer export --opset`)
+and declares the lowest IR version that opset needs, so old onnxruntime releases, onnxruntime-node and
+onnxruntime-web load it; an op the target opset lacks is an `ExportError` naming the op and the opset
+it needs. The metadata records both (`puffer.opset`, `puffer.ir_version`).
 """
 
 from __future__ import annotations
@@ -50,11 +55,13 @@ def _norm_constants(obs_norm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nda
 
 def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space: spaces.Box,
                 obs_norm: dict[str, np.ndarray] | None = None, sample_graph: bool = False,
-                opset: int = 18, metadata: dict[str, str] | None = None) -> Any:
-    """Trace `policy` with numpy `params` into a validated `onnx.ModelProto` (no file is written)."""
+                opset: int | None = None, metadata: dict[str, str] | None = None) -> Any:
+    """Trace `policy` with numpy `params` into a validated `onnx.ModelProto` of `opset` (default 17)."""
     import onnx
 
-    from puffer.backends.onnx_backend import OnnxBackend
+    from puffer.backends.onnx_backend import DEFAULT_OPSET, OnnxBackend
+
+    opset = DEFAULT_OPSET if opset is None else opset
 
     expected = set(policy.init(None, 0))
     if set(params) != expected:
@@ -64,7 +71,7 @@ def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space
     head = policy.head
     obs_dim = int(observation_space.shape[0])
     names = state_names(policy)
-    with be.trace():
+    with be.trace(opset):
         obs = be.input("obs", observation_space.dtype, (BATCH, obs_dim))
         state_init = policy.initial_state(puffer.backend("numpy"), 1)
         state = tuple(be.input(n, np.float32, (BATCH, *s.shape[1:])) for n, s in zip(names, state_init))
@@ -89,8 +96,10 @@ def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space
             actions, logp = head.sample(be, dist, noise)
             be.output("sample_action", actions)
             be.output("sample_log_prob", logp)
-        model = be.model("puffer_policy", opset=opset, doc="puffer policy: obs -> action, distribution, value")
-    onnx.helper.set_model_props(model, dict(metadata or {}))
+        model = be.model("puffer_policy", doc="puffer policy: obs -> action, distribution, value")
+    props = dict(metadata or {})
+    props.update({META["opset"]: str(model.opset_import[0].version), META["ir_version"]: str(model.ir_version)})
+    onnx.helper.set_model_props(model, props)
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
@@ -99,8 +108,9 @@ def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space
     return model
 
 
-def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: bool = False, opset: int = 18) -> Path:
-    """Export the policy of a run or checkpoint directory to the ONNX file `to`; returns its path."""
+def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: bool = False,
+           opset: int | None = None) -> Path:
+    """Export the policy of a run or checkpoint directory to the ONNX file `to` (opset 17 by default)."""
     groups, manifest = checkpoint.load(run_or_checkpoint_path)
     obs_space = spaces.from_json(manifest["observation_space"])
     act_space = spaces.from_json(manifest["action_space"])
