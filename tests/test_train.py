@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -173,3 +174,14 @@ def test_cli_version_and_bare_command():
     assert r.returncode == 0 and "usage: puffer" in r.stdout
     for command in ("train", "eval", "export", "algos", "conformance"):
         assert command in r.stdout
+
+
+def test_jax_programs_persist_in_the_compilation_cache(tmp_path):
+    """A second run of the same config reuses the first one's compiled programs (BENCHMARKS: start-up)."""
+    code = ("from puffer.algos import PPO\n"
+            "t = PPO('bandit', backend='jax', num_envs=8, rollout_len=16, minibatch_size=64, total_steps=128)\n"
+            "t.train(); t.close()\n")
+    env = {**os.environ, "PUFFER_JAX_CACHE": str(tmp_path / "jax")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "jax").iterdir())) >= 3  # act, value and update programs at least
