@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from puffer.algos.rollout import RunningNorm
 
 import puffer
 from puffer import checkpoint, spaces
 from puffer.policies import make_policy
+from puffer.train import RunningNorm
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -295,4 +295,4 @@ def test_puffer_vector_knows_ray():
     assert "ray" in puffer.vector.BACKENDS
     puffer.algos.PPOConfig(vec="ray").validate()
     with pytest.raises(PufferError, match="vec='threads'.*ray"):
-        puffer.algos.config.PPOConfig(vec="threads").validate()
+        puffer.algos.PPOConfig(vec="threads").validate()
