@@ -48,7 +48,11 @@ class Policy {
 
   reset(batch) {
     this.batch = batch;
-    this.state = this.info.state.map(([, h]) => new ort.Tensor("float32", new Float32Array(batch * h), [batch, h]));
+    // puffer.state lists [name, [trailing dims...]] (older exports: [name, width])
+    this.state = this.info.state.map(([, dims]) => {
+      const shape = [batch, ...[].concat(dims)];
+      return new ort.Tensor("float32", new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+    });
   }
 
   async run(rows) {  // rows: list of observations -> every model output, row-major
