@@ -18,22 +18,28 @@ PACKAGE = Path(__file__).resolve().parent.parent / "puffer"
 ALLOWED = PACKAGE / "backends"
 
 
-def framework_imports(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
-    """(line, module) for every import of a framework in `source`."""
+def imported_modules(source: str, filename: str = "<string>", with_names: bool = False) -> list[tuple[int, str]]:
+    """(line, module) for every absolute import in `source`, including `import_module`/`__import__` calls;
+    `with_names` also lists `from a import b` as `a.b` (b may be a submodule)."""
     found = []
     for node in ast.walk(ast.parse(source, filename=filename)):
         modules: list[str] = []
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules = [node.module]
+            modules = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if with_names else [])
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
                 modules = [node.args[0].value]
-        found += [(node.lineno, m) for m in modules if m.split(".")[0] in FRAMEWORKS]
+        found += [(node.lineno, m) for m in modules]
     return found
+
+
+def framework_imports(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
+    """(line, module) for every import of a framework in `source`."""
+    return [(line, m) for line, m in imported_modules(source, filename) if m.split(".")[0] in FRAMEWORKS]
 
 
 def _checked_files() -> list[Path]:
@@ -73,20 +79,8 @@ def test_detector(source, expected):
 
 def upper_layer_imports(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
     """(line, module) for every import of `puffer.algos` (or `from puffer import algos`) in `source`."""
-    found = []
-    for node in ast.walk(ast.parse(source, filename=filename)):
-        modules: list[str] = []
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
-                modules = [node.args[0].value]
-        found += [(node.lineno, m) for m in modules if m == "puffer.algos" or m.startswith("puffer.algos.")]
-    return sorted(set(found))
+    return sorted({(line, m) for line, m in imported_modules(source, filename, with_names=True)
+                   if m == "puffer.algos" or m.startswith("puffer.algos.")})
 
 
 def test_machinery_and_storage_know_no_algorithm():

@@ -227,3 +227,46 @@ def pick_batch(name: str, num_envs: int, num_workers: int, agents_per_env: int, 
             f"* agents_per_env={agents_per_env}) that divides num_agents={num_envs * agents_per_env}; "
             f"got {batch_size!r}; valid: {valid}")
     return int(batch_size)
+
+
+class WorkerPool(VecEnv):
+    """Reset and EnvPool-style receive, shared by the backends whose workers step groups of envs.
+
+    A subclass provides `_reset_all(seed)` (start resetting every worker), `_wait(workers, any_group)`,
+    `_collect(groups) -> (rows, infos)`, `_drain()`, `_check_open()`, and the bookkeeping `groups`,
+    `_busy` (group -> sequence number), `_seq`, `_results`, `_received` and `_env_ids`.
+    """
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
+        """Reset every env (waiting out any batch in flight); returns (obs, infos)."""
+        self._check_open()
+        self._drain()
+        self._reset_all(seed)
+        self._wait(set(range(self.num_workers)))
+        _, infos = self._collect(list(range(len(self.groups))))
+        return self.observations, infos
+
+    def async_reset(self, seed: int | None = None) -> None:
+        """Start resetting every env; each batch then comes back through `recv`."""
+        self._check_open()
+        self._drain()
+        self._reset_all(seed)
+        for g in range(len(self.groups)):
+            self._busy[g] = self._seq
+            self._seq += 1
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
+        """The first batch in flight to finish: (obs, rewards, terminals, truncations, infos, env_ids, masks)."""
+        self._check_open()
+        if self._received is not None:
+            raise PufferError(f"{self.name}: recv() called twice; send() actions for the batch you have first")
+        if not self._busy:
+            raise PufferError(f"{self.name}: recv() with nothing in flight; call async_reset() or send() first")
+        self._wait({w for g in self._busy for w in self.groups[g]}, any_group=True)
+        done = [g for g in self._busy if all(w in self._results for w in self.groups[g])]
+        g = min(done, key=self._busy.__getitem__)
+        del self._busy[g]
+        self._received = g
+        rows, infos = self._collect([g])
+        return (self.observations[rows], self.rewards[rows], self.terminals[rows], self.truncations[rows],
+                infos, self._env_ids[g], self.masks[rows])

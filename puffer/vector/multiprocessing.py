@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from puffer.errors import PufferError
-from puffer.vector.base import EnvFactory, Infos, VecEnv, WorkerError, check_num_envs, pick_batch, pick_workers
+from puffer.vector.base import EnvFactory, Infos, WorkerError, WorkerPool, check_num_envs, pick_batch, pick_workers
 
 _STEP, _RESET, _GROUP, _CLOSE = b"s", b"r", b"g", b"c"
 _ALIGN = 64
@@ -207,7 +207,7 @@ def _signal_name(code: int | None) -> str:
     return f"exit code {code}"
 
 
-class Multiprocessing(VecEnv):
+class Multiprocessing(WorkerPool):
     """Envs in `num_workers` processes over shared memory; sync `step` or async `send`/`recv` of batches."""
 
     def __init__(self, factory: EnvFactory, num_envs: int = 1, num_workers: int | None = None,
@@ -359,17 +359,10 @@ class Multiprocessing(VecEnv):
         if self._closed:
             raise PufferError(f"{self.name}: this vector env is closed")
 
-    # ---- public API ---------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
-        """Reset every env (waiting out any batch in flight); returns (obs, infos)."""
-        self._check_open()
-        self._drain()
-        everyone = list(range(self.num_workers))
-        self._send(everyone, _RESET + pickle.dumps(seed))
-        self._wait(set(everyone))
-        _, infos = self._collect(list(range(len(self.groups))))
-        return self.observations, infos
+    def _reset_all(self, seed: int | None) -> None:
+        self._send(list(range(self.num_workers)), _RESET + pickle.dumps(seed))
 
+    # ---- public API ---------------------------------------------------------------------------
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Step every env at once; returns (obs, rewards, terminals, truncations, infos) for all rows."""
         self._check_open()
@@ -383,31 +376,6 @@ class Multiprocessing(VecEnv):
         self._wait(set(everyone))
         _, infos = self._collect(list(range(len(self.groups))))
         return self.observations, self.rewards, self.terminals, self.truncations, infos
-
-    def async_reset(self, seed: int | None = None) -> None:
-        """Start resetting every env; each batch then comes back through `recv`."""
-        self._check_open()
-        self._drain()
-        self._send(list(range(self.num_workers)), _RESET + pickle.dumps(seed))
-        for g in range(len(self.groups)):
-            self._busy[g] = self._seq
-            self._seq += 1
-
-    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
-        """The first batch in flight to finish: (obs, rewards, terminals, truncations, infos, env_ids, masks)."""
-        self._check_open()
-        if self._received is not None:
-            raise PufferError(f"{self.name}: recv() called twice; send() actions for the batch you have first")
-        if not self._busy:
-            raise PufferError(f"{self.name}: recv() with nothing in flight; call async_reset() or send() first")
-        self._wait({w for g in self._busy for w in self.groups[g]}, any_group=True)
-        done = [g for g in self._busy if all(w in self._results for w in self.groups[g])]
-        g = min(done, key=self._busy.__getitem__)
-        del self._busy[g]
-        self._received = g
-        rows, infos = self._collect([g])
-        return (self.observations[rows], self.rewards[rows], self.terminals[rows], self.truncations[rows],
-                infos, self._env_ids[g], self.masks[rows])
 
     def send(self, actions: Any) -> None:
         """Actions for the batch of the last `recv`; its workers start stepping at once."""
