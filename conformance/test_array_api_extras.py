@@ -169,6 +169,8 @@ def test_reductions_nan_and_empty(be):
     empty = be.asarray(np.zeros((0,), np.float32))
     for name in ("mean", "var", "std"):
         assert math.isnan(float(getattr(xp, name)(empty))), f"{name} of no elements must be NaN"
+    one = be.asarray(np.array([[np.nan], [2.0]], np.float32))  # one-element axes: x - mean(x) is x - x
+    assert_matches(be, xp.var(one, axis=1), np.array([np.nan, 0.0], np.float32), what="var over one element")
     y_np = np.array([[1.0, 2.0, 4.0], [0.5, 0.5, 3.0]], np.float32)
     y = be.asarray(y_np)
     assert_matches(be, xp.var(y, axis=1, correction=1), y_np.var(axis=1, ddof=1), what="var(correction=1)")

@@ -904,7 +904,10 @@ def var(x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: _p
         return full(shape, math.nan, dtype=dt)
     xc = x.cast(dt)
     centered = xc - xc.sum(axis=axes, keepdim=True) / n
-    return ((centered * centered).sum(axis=axes, keepdim=keepdims) / (n - correction)).cast(dt)
+    out = ((centered * centered).sum(axis=axes, keepdim=keepdims) / (n - correction)).cast(dt)
+    # any NaN or inf makes the variance NaN (inf - inf); said explicitly because tinygrad folds x - x to 0,
+    # which is what `centered` becomes over one-element axes
+    return isfinite(xc).logical_not().any(axis=axes, keepdim=keepdims).where(math.nan, out)
 
 
 def std(x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: _pybool = False) -> Tensor:
