@@ -9,6 +9,13 @@ JAX-style lattice (Python scalars are weak; int32 + float32 -> float32), which m
 Creation functions (zeros, full, arange, eye, ...) return lazy broadcast constants with no device of
 their own: they fuse into the kernels that use them and take those arrays' device, so their `device`
 argument only exists for the standard's signature. `asarray` puts data on `device` (default: tinygrad's).
+
+Measured against the standard's own suite (data-apis/array-api-tests; BENCHMARKS.md). Where tinygrad's
+results differ from IEEE or the standard (NaN in comparisons, max/min and isnan; signed zeros; pow's
+special cases; NaN/empty reductions) the functions here correct them, and the array-object members the
+standard needs (`bool(x)`, boolean masks, `**`, `<=`, DLPack) are set on tinygrad.Tensor in one place,
+`_install_array_protocol`. Data-dependent shapes (masks, nonzero, unique_*) are computed on the host and
+refused inside `be.compile`, as are Python values of arrays (CompileError).
 """
 
 from __future__ import annotations
