@@ -27,3 +27,7 @@ class CheckpointError(PufferError, ValueError):
 
 class ExportError(PufferError, ValueError):
     """A policy or model that cannot be exported or loaded for deployment."""
+
+
+class CompileError(PufferError, TypeError):
+    """A compiled function did what `be.compile`'s contract forbids (e.g. branching on an array's value)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import puffer
-from puffer.errors import GradientError
+from puffer.errors import CompileError, GradientError
 
 pytest.importorskip("tinygrad")
 
@@ -146,6 +146,23 @@ def test_compile_inlines_when_nested():
     outer = be.compile(lambda x: inner(x) * 3.0)
     for i in range(4):
         np.testing.assert_allclose(np_of(outer(be.asarray(np.full(2, i, np.float32)))), np.full(2, (i + 1) * 3))
+
+
+def test_compile_refuses_python_values_of_arrays_but_eager_code_gets_them():
+    """bool()/int()/float()/index and data-dependent shapes raise CompileError inside compile (TinyJit would
+    freeze the value), and work outside it; the compiled function keeps working after the refusal."""
+    x = be.asarray(np.array([1.0, -2.0], np.float32))
+    for body in (lambda v: v * 2.0 if xp.any(v > 0.0) else v,
+                 lambda v: v * float(xp.sum(v)),
+                 lambda v: v[: xp.asarray(1)],
+                 lambda v: v[v > 0.0],
+                 lambda v: xp.unique_values(v)):
+        with pytest.raises(CompileError, match="inside be.compile"):
+            be.compile(body)(x)
+    assert bool(xp.any(x > 0.0)) and float(xp.sum(x)) == -1.0 and int(xp.argmax(x)) == 0
+    g = be.compile(lambda v: xp.where(v > 0.0, v * 2.0, v))  # the array-valued way to branch
+    for _ in range(3):
+        np.testing.assert_allclose(np_of(g(x)), [2.0, -2.0])
 
 
 def test_asarray_copies_numpy_and_to_numpy_copies_back():

@@ -48,8 +48,9 @@ from puffer.tree import flatten, unflatten
 MAX_SIGNATURES = 8
 
 # True while a compiled function is being run or traced: value_and_grad then leaves its results lazy
-# so the whole step fuses into one schedule instead of realizing mid-step.
-_tracing = [False]
+# so the whole step fuses into one schedule instead of realizing mid-step, and the array protocol
+# refuses bool()/int()/float() of an array (the value would be frozen into the captured program).
+_tracing = tinygrad_xp.tracing
 
 
 def _is_floating(dtype: Any) -> bool:

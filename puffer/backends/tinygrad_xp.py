@@ -9,20 +9,30 @@ JAX-style lattice (Python scalars are weak; int32 + float32 -> float32), which m
 Creation functions (zeros, full, arange, eye, ...) return lazy broadcast constants with no device of
 their own: they fuse into the kernels that use them and take those arrays' device, so their `device`
 argument only exists for the standard's signature. `asarray` puts data on `device` (default: tinygrad's).
+
+Measured against the standard's own suite (data-apis/array-api-tests; BENCHMARKS.md). Where tinygrad's
+results differ from IEEE or the standard (NaN in comparisons, max/min and isnan; signed zeros; pow's
+special cases; NaN/empty reductions) the functions here correct them, and the array-object members the
+standard needs (`bool(x)`, boolean masks, `**`, `<=`, DLPack) are set on tinygrad.Tensor in one place,
+`_install_array_protocol`. Data-dependent shapes (masks, nonzero, unique_*) are computed on the host and
+refused inside `be.compile`, as are Python values of arrays (CompileError).
 """
 
 from __future__ import annotations
 
 import builtins
 import math
+import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.device import Device, canonicalize_device
 from tinygrad.dtype import DType, _from_np_dtype, _to_np_dtype, least_upper_dtype
 from tinygrad.uop.ops import Ops, UOp
+
+from puffer.errors import CompileError
 
 Array = Tensor
 _pybool, _pyint, _pyfloat = builtins.bool, builtins.int, builtins.float
@@ -155,6 +165,11 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: _pybool
         return out.clone() if copy else out
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
         return from_numpy(np.asarray(obj), dtype, device)
+    if isinstance(obj, (list, tuple)) and obj and _holds_tensor(obj):
+        # a sequence of arrays is stacked on the device (numpy cannot read Tensors, and stays out of compile)
+        parts = [asarray(o, dtype=dtype, device=device) for o in obj]
+        out = stack(parts)
+        return out if dtype is None or out.dtype == dtype else out.cast(dtype)
     if dtype is None:
         arr = np.asarray(obj)
         if arr.dtype.kind == "f":
@@ -166,6 +181,12 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: _pybool
         else:
             raise TypeError(f"cannot make a tinygrad array from {type(obj).__name__} ({arr.dtype})")
     return from_numpy(np.asarray(obj, dtype=to_numpy_dtype(dtype)), dtype, device)
+
+
+def _holds_tensor(obj: Any) -> _pybool:
+    if isinstance(obj, Tensor):
+        return True
+    return isinstance(obj, (list, tuple)) and builtins.any(_holds_tensor(o) for o in obj)
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -336,6 +357,41 @@ def iinfo(type: Any, /) -> _Info:  # noqa: A002
     return _Info(np.iinfo(to_numpy_dtype(dt)), dt)
 
 
+class _NamespaceInfo:
+    """The standard's inspection object (`xp.__array_namespace_info__()`)."""
+
+    def capabilities(self) -> dict[str, Any]:
+        """Boolean indexing and data-dependent shapes work eagerly (on the host), not inside `compile`."""
+        return {"boolean indexing": True, "data-dependent shapes": True}
+
+    def default_device(self) -> str:
+        """tinygrad's default device."""
+        return _device(None)
+
+    def devices(self) -> list[str]:
+        """The devices arrays can live on (the default one: tinygrad probes others lazily)."""
+        return [_device(None)]
+
+    def default_dtypes(self, *, device: Any = None) -> dict[str, DType]:
+        """float32, int64 (also for indexing); no complex dtypes."""
+        return {"real floating": DEFAULT_FLOAT, "integral": DEFAULT_INT, "indexing": DEFAULT_INT}
+
+    def dtypes(self, *, device: Any = None, kind: Any = None) -> dict[str, DType]:
+        """The supported dtypes of `kind` (all if None), by name."""
+        # float16 exists (xp.float16) but is not one of the standard's dtypes
+        every = {_DTYPE_NAMES[d]: d for d in (bool,) + _SIGNED + _UNSIGNED + (float32, float64)}
+        return {n: d for n, d in every.items() if kind is None or isdtype(d, kind)}
+
+
+_DTYPE_NAMES = {bool: "bool", int8: "int8", int16: "int16", int32: "int32", int64: "int64", uint8: "uint8",
+                uint16: "uint16", uint32: "uint32", uint64: "uint64", float32: "float32", float64: "float64"}
+
+
+def __array_namespace_info__() -> _NamespaceInfo:
+    """The standard's inspection API."""
+    return _NamespaceInfo()
+
+
 # ---- elementwise ----------------------------------------------------------------------------------------
 def add(x1: Any, x2: Any, /) -> Tensor:
     """x1 + x2."""
@@ -368,13 +424,36 @@ def remainder(x1: Any, x2: Any, /) -> Tensor:
 
 
 def pow(x1: Any, x2: Any, /) -> Tensor:  # noqa: A001
-    """x1 ** x2."""
+    """x1 ** x2, with the standard's special cases (1 ** anything, (-1) ** inf, -0 ** odd integers)."""
     x1 = _t(x1)
     if x1.dtype in _SIGNED + _UNSIGNED and x1.dtype not in (int64, uint64) and isinstance(x2, Tensor) \
             and not _is_float(x2.dtype):
         # tinygrad 0.14's vectorized int32 pow does not compile (it assigns float4 to int4); int64 does
-        return (x1.cast(int64) ** x2.cast(int64)).cast(result_type(x1, x2))
-    return x1 ** x2
+        return _tinygrad_pow(x1.cast(int64), x2.cast(int64)).cast(result_type(x1, x2))
+    out = _tinygrad_pow(x1, x2)
+    if not _is_float(out.dtype):
+        return out
+    # tinygrad computes pow as exp2(y log2 |x|) with sign fix-ups, which gets these cases wrong
+    y = _t(x2) if isinstance(x2, Tensor) else x2
+    y_odd = (y % 2).abs() == 1 if isinstance(y, Tensor) else (float(y).is_integer() and y % 2 == 1)
+    neg_zero = (x1 == 0) & signbit(x1)
+    ax1 = x1.abs()
+    if isinstance(y, Tensor):
+        out = (x1 == 1).where(1.0, out)  # 1 ** nan is 1
+        out = ((ax1 == 1) & isinf(y)).where(1.0, out)
+        out = (neg_zero & y_odd).where((y > 0).where(-0.0, -math.inf), out)
+        out = (y == 0).where(1.0, out)  # nan ** 0 is 1
+    else:
+        # a Python exponent adds fix-ups only where it needs them (x ** 2 in a loss stays one op)
+        if math.isnan(y):
+            out = (x1 == 1).where(1.0, out)
+        if math.isinf(y):
+            out = (ax1 == 1).where(1.0, out)
+        if y_odd:
+            out = neg_zero.where(-0.0 if y > 0 else -math.inf, out)
+        if y == 0:
+            out = full_like(out, 1.0)
+    return out.cast(result_type(x1, x2)) if out.dtype != result_type(x1, x2) else out
 
 
 def negative(x: Tensor, /) -> Tensor:
@@ -453,14 +532,19 @@ def square(x: Tensor, /) -> Tensor:
     return x * x
 
 
+_SAME_WIDTH_INT = {float16: int16, float32: int32, float64: int64}
+
+
 def abs(x: Tensor, /) -> Tensor:  # noqa: A001
-    """|x|."""
-    return x.abs()
+    """|x|, with abs(-0.0) = +0.0 (tinygrad's keeps -0.0); a `where`, not bit tricks, so it differentiates."""
+    out = x.abs()
+    return (x == 0).where(0.0, out).cast(x.dtype) if _is_float(x.dtype) else out
 
 
 def sign(x: Tensor, /) -> Tensor:
-    """-1, 0 or 1 by the sign of x."""
-    return x.sign()
+    """-1, 0 or 1 by the sign of x (NaN for NaN)."""
+    out = x.sign()
+    return isnan(x).where(math.nan, out) if _is_float(x.dtype) else out
 
 
 def reciprocal(x: Tensor, /) -> Tensor:
@@ -476,27 +560,86 @@ def _unary(name: str, doc: str):
     return fn
 
 
-tanh = _unary("tanh", "Hyperbolic tangent (tinygrad's 2 sigmoid(2x) - 1: ~1e-7 absolute error).")
+def _odd(name: str, doc: str):
+    def fn(x: Tensor, /) -> Tensor:
+        # f(-0) = -0 for these odd functions; tinygrad's formulas return +0 there
+        out = getattr(x, name)()
+        return (x == 0).where(x, out) if _is_float(x.dtype) else out
+
+    fn.__doc__ = doc
+    return fn
+
+
+tanh = _odd("tanh", "Hyperbolic tangent (tinygrad's 2 sigmoid(2x) - 1: ~1e-7 absolute error).")
 sin = _unary("sin", "Sine.")
 cos = _unary("cos", "Cosine.")
 tan = _unary("tan", "Tangent.")
-asin = _unary("asin", "Inverse sine.")
+asin = _odd("asin", "Inverse sine.")
 acos = _unary("acos", "Inverse cosine.")
-atan = _unary("atan", "Inverse tangent.")
-sinh = _unary("sinh", "Hyperbolic sine.")
+sinh = _odd("sinh", "Hyperbolic sine.")
 cosh = _unary("cosh", "Hyperbolic cosine.")
-asinh = _unary("asinh", "Inverse hyperbolic sine.")
-acosh = _unary("acosh", "Inverse hyperbolic cosine.")
-atanh = _unary("atanh", "Inverse hyperbolic tangent.")
-isnan = _unary("isnan", "True where x is NaN.")
-isinf = _unary("isinf", "True where x is +-inf.")
-isfinite = _unary("isfinite", "True where x is neither NaN nor +-inf.")
+atanh = _odd("atanh", "Inverse hyperbolic tangent.")
+
+
+# tinygrad's isnan is `x != x`, which its graph rewriter folds to False when x is a computed expression
+# (e.g. the NaN of max over a NaN); comparing the exponent and mantissa bits cannot be folded away
+_INF_BITS = {float16: 0x7C00, float32: 0x7F800000, float64: 0x7FF0000000000000}
+
+
+def _abs_bits(x: Tensor) -> Tensor:
+    idt = _SAME_WIDTH_INT[x.dtype]
+    return x.bitcast(idt).bitwise_and((1 << (8 * idt.itemsize - 1)) - 1)
+
+
+def isnan(x: Tensor, /) -> Tensor:
+    """True where x is NaN."""
+    return _abs_bits(x) > _INF_BITS[x.dtype] if _is_float(x.dtype) else full_like(x, False, dtype=bool)
+
+
+def isinf(x: Tensor, /) -> Tensor:
+    """True where x is +-inf."""
+    return _abs_bits(x) == _INF_BITS[x.dtype] if _is_float(x.dtype) else full_like(x, False, dtype=bool)
+
+
+def isfinite(x: Tensor, /) -> Tensor:
+    """True where x is neither NaN nor +-inf."""
+    return _abs_bits(x) < _INF_BITS[x.dtype] if _is_float(x.dtype) else full_like(x, True, dtype=bool)
+
+
+_atan = _odd("atan", "")
+
+
+def atan(x: Tensor, /) -> Tensor:
+    """Inverse tangent (+-pi/2 at +-inf, -0 at -0)."""
+    out = _atan(x)
+    return isinf(x).where(x.sign() * (math.pi / 2), out) if _is_float(x.dtype) else out
+
+
+def asinh(x: Tensor, /) -> Tensor:
+    """Inverse hyperbolic sine, computed as an odd function (tinygrad's is NaN at -inf and cancels for x < 0)."""
+    if not _is_float(x.dtype):
+        return x.asinh()
+    out = x.abs().asinh()
+    return (x == 0).where(x, (x < 0).where(-out, out))
+
+
+def acosh(x: Tensor, /) -> Tensor:
+    """Inverse hyperbolic cosine (NaN below 1)."""
+    out = x.acosh()
+    return (x < 1).where(math.nan, out) if _is_float(out.dtype) else out
+
+
+def _with_sign_of(mag: Tensor, x: Tensor) -> Tensor:
+    """`mag` with the sign bit of `x` (bitwise: also right for zeros, which arithmetic cannot sign)."""
+    idt = _SAME_WIDTH_INT[x.dtype]
+    sign_bit = x.bitcast(idt).bitwise_and(-(1 << (8 * idt.itemsize - 1)))
+    return _abs_bits(mag).bitwise_or(sign_bit).bitcast(x.dtype)
 
 
 def _int_identity(name: str, doc: str):
     def fn(x: Tensor, /) -> Tensor:
-        # the standard returns integer inputs unchanged
-        return x if not _is_float(x.dtype) else getattr(x, name)()
+        # the standard returns integer inputs unchanged; a rounded float keeps x's sign (ceil(-0.5) is -0.0)
+        return x if not _is_float(x.dtype) else _with_sign_of(getattr(x, name)(), x)
 
     fn.__doc__ = doc
     return fn
@@ -508,23 +651,37 @@ trunc = _int_identity("trunc", "Round toward zero.")
 round = _int_identity("round", "Round half to even.")  # noqa: A001
 
 
+def _nan_either(out: Tensor, x1: Tensor, x2: Any) -> Tensor:
+    # tinygrad's maximum/minimum are comparisons, so max(1, nan) is 1; the standard propagates NaN
+    if not _is_float(out.dtype):
+        return out
+    nan = isnan(x1) if _is_float(x1.dtype) else None
+    if isinstance(x2, Tensor) and _is_float(x2.dtype):
+        nan = isnan(x2) if nan is None else nan | isnan(x2)
+    return out if nan is None else nan.where(math.nan, out)
+
+
 def maximum(x1: Any, x2: Any, /) -> Tensor:
-    """Elementwise maximum."""
-    return _t(x1).maximum(x2)
+    """Elementwise maximum (NaN if either is NaN)."""
+    x1 = _t(x1)
+    return _nan_either(x1.maximum(x2), x1, x2)
 
 
 def minimum(x1: Any, x2: Any, /) -> Tensor:
-    """Elementwise minimum."""
-    return _t(x1).minimum(x2)
+    """Elementwise minimum (NaN if either is NaN)."""
+    x1 = _t(x1)
+    return _nan_either(x1.minimum(x2), x1, x2)
 
 
 def clip(x: Tensor, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-    """x limited to [min, max]; either bound may be None or an array; keeps x's dtype."""
+    """x limited to [min, max]; either bound may be None or an array; keeps x's dtype; NaN stays NaN."""
     out = x
     if min is not None:
         out = out.maximum(min)
     if max is not None:
         out = out.minimum(max)
+    if _is_float(x.dtype):
+        out = isnan(x).where(math.nan, out)
     return out if out.dtype == x.dtype else out.cast(x.dtype)
 
 
@@ -569,9 +726,22 @@ def less(x1: Any, x2: Any, /) -> Tensor:
     return _t(x1) < x2
 
 
+def _le(x1: Tensor, x2: Any) -> Tensor:
+    # tinygrad computes x1 <= x2 as not (x2 < x1), which is True when either is NaN
+    if _is_float(x1.dtype) or (isinstance(x2, Tensor) and _is_float(x2.dtype)) or isinstance(x2, _pyfloat):
+        return (x1 < x2) | (x1 == x2)
+    return _tinygrad_le(x1, x2)
+
+
+def _ge(x1: Tensor, x2: Any) -> Tensor:
+    if _is_float(x1.dtype) or (isinstance(x2, Tensor) and _is_float(x2.dtype)) or isinstance(x2, _pyfloat):
+        return (x1 > x2) | (x1 == x2)
+    return _tinygrad_ge(x1, x2)
+
+
 def less_equal(x1: Any, x2: Any, /) -> Tensor:
-    """x1 <= x2."""
-    return _t(x1) <= x2
+    """x1 <= x2 (False where either is NaN)."""
+    return _le(_t(x1), x2)
 
 
 def greater(x1: Any, x2: Any, /) -> Tensor:
@@ -580,8 +750,8 @@ def greater(x1: Any, x2: Any, /) -> Tensor:
 
 
 def greater_equal(x1: Any, x2: Any, /) -> Tensor:
-    """x1 >= x2."""
-    return _t(x1) >= x2
+    """x1 >= x2 (False where either is NaN)."""
+    return _ge(_t(x1), x2)
 
 
 def _as_bool(x: Any) -> Tensor:
@@ -629,6 +799,54 @@ def bitwise_invert(x: Tensor, /) -> Tensor:
     return ~x
 
 
+def real(x: Tensor, /) -> Tensor:
+    """The real part: `x` itself (tinygrad has no complex dtypes)."""
+    return x
+
+
+def imag(x: Tensor, /) -> Tensor:
+    """The imaginary part: zeros (tinygrad has no complex dtypes)."""
+    return zeros_like(x)
+
+
+def conj(x: Tensor, /) -> Tensor:
+    """The complex conjugate: `x` itself (tinygrad has no complex dtypes)."""
+    return x
+
+
+def bitwise_left_shift(x1: Any, x2: Any, /) -> Tensor:
+    """x1 << x2; shifts of the bit width or more give 0 (C leaves them undefined)."""
+    x1, x2 = _t(x1), _t(x2)
+    dt = result_type(x1, x2)
+    x1, x2 = x1.cast(dt), x2.cast(dt)
+    return (x2 >= dt.itemsize * 8).where(0, x1 << x2.maximum(0)).cast(dt)
+
+
+def bitwise_right_shift(x1: Any, x2: Any, /) -> Tensor:
+    """x1 >> x2 (arithmetic); shifts of the bit width or more give 0 or -1 by the sign of x1."""
+    x1, x2 = _t(x1), _t(x2)
+    dt = result_type(x1, x2)
+    x1, x2 = x1.cast(dt), x2.cast(dt)
+    return (x2 >= dt.itemsize * 8).where((x1 < 0).where(-1, 0), x1 >> x2.maximum(0)).cast(dt)
+
+
+def hypot(x1: Any, x2: Any, /) -> Tensor:
+    """sqrt(x1**2 + x2**2) without overflow; inf if either is infinite (even with a NaN)."""
+    a, b = _t(x1).abs(), _t(x2).abs()
+    hi, lo = a.maximum(b), a.minimum(b)
+    r = lo / (hi == 0).where(1.0, hi)
+    out = hi * (1.0 + r * r).sqrt()
+    out = (isnan(a) | isnan(b)).where(math.nan, out)
+    return (isinf(a) | isinf(b)).where(math.inf, out)
+
+
+def signbit(x: Tensor, /) -> Tensor:
+    """True where the sign bit is set (also for -0.0 and negative NaNs)."""
+    if not _is_float(x.dtype):
+        return x < 0 if x.dtype in _SIGNED else full_like(x, False, dtype=bool)
+    return x.bitcast(_SAME_WIDTH_INT[x.dtype]) < 0
+
+
 # ---- reductions --------------------------------------------------------------------------------------------
 def _keep_all(out: Tensor, x: Tensor, axis: Any, keepdims: _pybool) -> Tensor:
     # tinygrad drops keepdim when axis is None for arg-reductions
@@ -647,24 +865,56 @@ def prod(x: Tensor, /, *, axis: Any = None, dtype: Any = None, keepdims: _pybool
     return x.cast(dtype).prod(axis=_axes(x, axis), keepdim=keepdims)
 
 
+def _count(x: Tensor, axes: tuple[int, ...]) -> int:
+    return math.prod(x.shape[a] for a in axes)
+
+
 def mean(x: Tensor, /, *, axis: Any = None, keepdims: _pybool = False) -> Tensor:
-    """Arithmetic mean; keeps a floating input's dtype."""
-    return x.mean(axis=_axes(x, axis), keepdim=keepdims)
+    """Arithmetic mean; keeps a floating input's dtype; NaN over no elements."""
+    axes = _axes(x, axis)
+    n = _count(x, axes)
+    out = x.sum(axis=axes, keepdim=keepdims)
+    dt = x.dtype if _is_float(x.dtype) else DEFAULT_FLOAT
+    return full(out.shape, math.nan, dtype=dt) if n == 0 else (out.cast(dt) / n).cast(dt)
+
+
+def _nan_propagating(x: Tensor, out: Tensor, axes: tuple[int, ...], keepdims: _pybool) -> Tensor:
+    # tinygrad's max/min compare, so a NaN loses to any number; the standard propagates it
+    if not _is_float(x.dtype):
+        return out
+    return isnan(x).any(axis=axes, keepdim=keepdims).where(math.nan, out)
 
 
 def max(x: Tensor, /, *, axis: Any = None, keepdims: _pybool = False) -> Tensor:  # noqa: A001
-    """Maximum."""
-    return x.max(axis=_axes(x, axis), keepdim=keepdims)
+    """Maximum (NaN if any element is NaN)."""
+    axes = _axes(x, axis)
+    return _nan_propagating(x, x.max(axis=axes, keepdim=keepdims), axes, keepdims)
 
 
 def min(x: Tensor, /, *, axis: Any = None, keepdims: _pybool = False) -> Tensor:  # noqa: A001
-    """Minimum."""
-    return x.min(axis=_axes(x, axis), keepdim=keepdims)
+    """Minimum (NaN if any element is NaN)."""
+    axes = _axes(x, axis)
+    return _nan_propagating(x, x.min(axis=axes, keepdim=keepdims), axes, keepdims)
 
 
 def var(x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: _pybool = False) -> Tensor:
-    """Variance with `correction` degrees of freedom removed (0 by default, as the standard says)."""
-    return x.var(axis=_axes(x, axis), keepdim=keepdims, correction=correction)
+    """Variance with `correction` degrees of freedom removed (0 by default, as the standard says).
+
+    NaN over no elements or when the degrees of freedom are not positive; NaNs propagate.
+    """
+    axes = _axes(x, axis)
+    n = _count(x, axes)
+    dt = x.dtype if _is_float(x.dtype) else DEFAULT_FLOAT
+    shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keepdims else \
+        tuple(s for i, s in enumerate(x.shape) if i not in axes)
+    if n == 0 or n - correction <= 0:
+        return full(shape, math.nan, dtype=dt)
+    xc = x.cast(dt)
+    centered = xc - xc.sum(axis=axes, keepdim=True) / n
+    out = ((centered * centered).sum(axis=axes, keepdim=keepdims) / (n - correction)).cast(dt)
+    # any NaN or inf makes the variance NaN (inf - inf); said explicitly because tinygrad folds x - x to 0,
+    # which is what `centered` becomes over one-element axes
+    return isfinite(xc).logical_not().any(axis=axes, keepdim=keepdims).where(math.nan, out)
 
 
 def std(x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: _pybool = False) -> Tensor:
@@ -912,6 +1162,74 @@ def take_along_axis(x: Tensor, indices: Tensor, /, *, axis: int = -1) -> Tensor:
     return x.expand(tuple(xs)).gather(ax, idx.expand(tuple(ishape)))
 
 
+# ---- data-dependent shapes: computed on the host (refused inside `compile`) --------------------------------
+def nonzero(x: Tensor, /) -> tuple[Tensor, ...]:
+    """Indices of the nonzero elements, one int64 array per axis."""
+    if x.ndim == 0:
+        raise ValueError("nonzero needs an array of at least one dimension")
+    _host_only("nonzero")
+    return tuple(from_numpy(i.astype(np.int64), device=x.device) for i in np.nonzero(x.numpy()))
+
+
+def _unique(x: Tensor, **kw: _pybool) -> tuple[np.ndarray, ...]:
+    _host_only("unique_*")
+    flat = x.numpy().reshape(-1)
+    out = np.unique(flat, equal_nan=False, **kw)
+    return out if isinstance(out, tuple) else (out,)
+
+
+class UniqueAllResult(NamedTuple):
+    """values, indices, inverse_indices, counts."""
+
+    values: Tensor
+    indices: Tensor
+    inverse_indices: Tensor
+    counts: Tensor
+
+
+class UniqueCountsResult(NamedTuple):
+    """values, counts."""
+
+    values: Tensor
+    counts: Tensor
+
+
+class UniqueInverseResult(NamedTuple):
+    """values, inverse_indices."""
+
+    values: Tensor
+    inverse_indices: Tensor
+
+
+def _i64(a: np.ndarray, device: Any) -> Tensor:
+    return from_numpy(a.astype(np.int64), device=device)
+
+
+def unique_values(x: Tensor, /) -> Tensor:
+    """The distinct values, sorted (every NaN is distinct, as the standard says)."""
+    return from_numpy(_unique(x)[0], dtype=x.dtype, device=x.device)
+
+
+def unique_counts(x: Tensor, /) -> UniqueCountsResult:
+    """The distinct values and how often each occurs."""
+    v, c = _unique(x, return_counts=True)
+    return UniqueCountsResult(from_numpy(v, dtype=x.dtype, device=x.device), _i64(c, x.device))
+
+
+def unique_inverse(x: Tensor, /) -> UniqueInverseResult:
+    """The distinct values and, shaped like `x`, the index of each element's value among them."""
+    v, inv = _unique(x, return_inverse=True)
+    return UniqueInverseResult(from_numpy(v, dtype=x.dtype, device=x.device),
+                               _i64(inv.reshape(x.shape), x.device))
+
+
+def unique_all(x: Tensor, /) -> UniqueAllResult:
+    """The distinct values, the first index of each, the inverse indices (shaped like `x`) and counts."""
+    v, i, inv, c = _unique(x, return_index=True, return_inverse=True, return_counts=True)
+    return UniqueAllResult(from_numpy(v, dtype=x.dtype, device=x.device), _i64(i, x.device),
+                           _i64(inv.reshape(x.shape), x.device), _i64(c, x.device))
+
+
 # ---- sorting and searching ---------------------------------------------------------------------------------------
 def sort(x: Tensor, /, *, axis: int = -1, descending: _pybool = False, stable: _pybool = True) -> Tensor:
     """Sorted copy along `axis`."""
@@ -923,27 +1241,208 @@ def argsort(x: Tensor, /, *, axis: int = -1, descending: _pybool = False, stable
     return x.argsort(dim=axis, descending=descending).cast(int64)
 
 
-# ---- the standard's array-object protocol ----------------------------------------------------------------
-def _install_array_protocol() -> None:
-    """Give tinygrad.Tensor the array-object members algorithm code uses and tinygrad lacks.
+def searchsorted(x1: Tensor, x2: Tensor, /, *, side: str = "left", sorter: Tensor | None = None) -> Tensor:
+    """Insertion indices of `x2` into the sorted 1-D `x1` (NaNs sort last), as int64; runs on the device."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    if x1.ndim != 1:
+        raise ValueError(f"searchsorted needs a 1-D x1, got shape {tuple(x1.shape)}")
+    if sorter is not None:
+        x1 = take(x1, sorter)
+    if x1.shape[0] == 0 or x2.numel() == 0:
+        return full(x2.shape, 0, dtype=int64)
+    dt = result_type(x1, x2)
+    a = x1.cast(dt).reshape((1,) * x2.ndim + (x1.shape[0],))
+    v = x2.cast(dt).unsqueeze(-1)
+    before = (a < v) if side == "left" else _le(a, v)
+    if _is_float(dt):
+        # NaNs sort after every number: a NaN query goes after the numbers (left) or after everything (right)
+        before = before | (isnan(v) & (isnan(a).logical_not() if side == "left" else True))
+    return before.cast(int64).sum(-1)
 
-    Only missing members are added (never overriding tinygrad's own), so `x.mT`, `abs(x)`, `+x`,
-    `float(x)` and `x.__array_namespace__()` behave as on torch, JAX and numpy arrays.
+
+# ---- the standard's array-object protocol ----------------------------------------------------------------
+# True while tinygrad_backend runs or traces a compiled function (the backend shares this list)
+tracing = [False]
+
+
+def _python_scalar(x: Tensor, kind: type) -> Any:
+    """`x`'s single value as a Python bool/int/float/complex, computed eagerly (refused inside `compile`)."""
+    if tracing[0]:
+        raise CompileError(
+            f"{kind.__name__}() of an array inside be.compile: TinyJit captures the kernels once, so a Python "
+            "value (an `if`, a loop bound, int() of an index) would be frozen into the compiled program. Keep "
+            "the computation in arrays (xp.where, masks) or move the branch outside the compiled function.")
+    if x.numel() != 1:
+        raise TypeError(f"{kind.__name__}() needs an array of one element, got shape {tuple(x.shape)}")
+    # int(nan) / int(inf) raise ValueError / OverflowError, as Python's int() of a float does
+    return kind(x.item())
+
+
+def _index(x: Tensor) -> int:
+    if x.dtype not in _SIGNED + _UNSIGNED:
+        raise TypeError(f"only integer arrays can be used as an index, got {x.dtype}")
+    return _python_scalar(x, _pyint)
+
+
+def _host_only(what: str) -> None:
+    if tracing[0]:
+        raise CompileError(f"{what} inside be.compile: its result's shape depends on the data, which TinyJit "
+                           "cannot capture; use xp.where with a fixed shape, or call it outside the compiled function")
+
+
+def _mask_of(key: Any) -> Tensor | None:
+    """The boolean array of a key that is one boolean array (alone or in a 1-tuple), else None."""
+    if isinstance(key, tuple) and len(key) == 1:
+        key = key[0]
+    if isinstance(key, np.ndarray) and key.dtype == np.bool_:
+        key = from_numpy(key)
+    return key if isinstance(key, Tensor) and key.dtype == bool else None
+
+
+def _check_mask(x: Tensor, mask: Tensor) -> None:
+    if tuple(mask.shape) != tuple(x.shape[:mask.ndim]):
+        raise IndexError(f"boolean index of shape {tuple(mask.shape)} does not match the array's leading "
+                         f"dimensions {tuple(x.shape)}")
+
+
+def _bound(b: Any) -> Any:
+    # a 0-d integer array as a slice bound is a Python int to tinygrad (eagerly; refused inside compile)
+    return operator.index(b) if isinstance(b, (Tensor, np.integer)) else b
+
+
+def _plain_key(key: Any) -> Any:
+    """`key` with array slice bounds turned into ints, which tinygrad's slicing needs."""
+    if isinstance(key, slice):
+        return slice(_bound(key.start), _bound(key.stop), _bound(key.step))
+    if isinstance(key, np.integer):
+        return _pyint(key)
+    if isinstance(key, tuple):
+        return tuple(_plain_key(k) for k in key)
+    return key
+
+
+def _getitem(self: Tensor, key: Any) -> Tensor:
+    """tinygrad's indexing plus boolean masks (the standard's data-dependent `x[mask]`, resolved on the host)."""
+    mask = _mask_of(key)
+    if mask is None:
+        return _tinygrad_getitem(self, _plain_key(key))
+    _check_mask(self, mask)
+    _host_only("x[boolean mask]")
+    rest = tuple(self.shape[mask.ndim:])
+    flat = np.flatnonzero(mask.numpy())
+    if flat.size == 0:
+        return full((0,) + rest, 0, dtype=self.dtype)
+    return _tinygrad_getitem(self.reshape((-1,) + rest), from_numpy(flat.astype(np.int64), device=self.device))
+
+
+def _setitem(self: Tensor, key: Any, value: Any) -> None:
+    """tinygrad's item assignment, plus boolean masks, value casting, and no "other uses" refusal.
+
+    tinygrad refuses to assign into a Tensor that lazy results still reference; eagerly those results
+    were computed before the assignment, so the new value is swapped in functionally instead.
+    """
+    if self.dtype in dtypes.weaks:
+        self.replace(self.cast(_strong(self.dtype)))
+    value = value.cast(self.dtype) if isinstance(value, Tensor) and value.dtype != self.dtype else value
+    mask = _mask_of(key)
+    if mask is not None:
+        _check_mask(self, mask)
+        m = mask.reshape(tuple(mask.shape) + (1,) * (self.ndim - mask.ndim))
+        if not isinstance(value, Tensor) or value.ndim == 0:
+            self.replace(m.where(value, self).cast(self.dtype))
+            return
+        _host_only("x[boolean mask] = array")
+        flat = np.flatnonzero(mask.numpy())
+        if flat.size == 0:
+            return
+        target = self.reshape((-1,) + tuple(self.shape[mask.ndim:]))
+        index = from_numpy(flat.astype(np.int64), device=self.device)
+        self.replace(target._getitem(index, value).reshape(self.shape))
+        return
+    key = _plain_key(key)
+    try:
+        _tinygrad_setitem(self, key, value)
+    except RuntimeError as e:
+        if "other uses" not in str(e):
+            raise
+        if not isinstance(value, Tensor):
+            value = Tensor(value, device=self.device, dtype=self.dtype)
+        self.replace(self._getitem(key, value))
+
+
+_tinygrad_getitem, _tinygrad_setitem, _tinygrad_pow = Tensor.__getitem__, Tensor.__setitem__, Tensor.__pow__
+_tinygrad_le, _tinygrad_ge = Tensor.__le__, Tensor.__ge__
+
+
+def _dlpack(self: Tensor, /, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+            copy: _pybool | None = None) -> Any:
+    # tinygrad has no DLPack export: a host copy through numpy is exported (never zero-copy)
+    if copy is False:
+        raise BufferError("tinygrad arrays export DLPack through a host copy; copy=False cannot be honoured")
+    if stream is not None:
+        raise BufferError("tinygrad arrays export host (CPU) memory; a stream makes no sense for them")
+    kw = {"max_version": max_version} if max_version is not None else {}
+    return _host_array(self).__dlpack__(**kw)
+
+
+def _host_array(x: Tensor) -> np.ndarray:
+    return x.cast(_strong(x.dtype)).numpy() if x.dtype in dtypes.weaks else x.numpy()
+
+
+def from_dlpack(x: Any, /, *, device: Any = None, copy: _pybool | None = None) -> Tensor:
+    """An array from any object with `__dlpack__` (data is copied: tinygrad cannot wrap foreign memory)."""
+    if isinstance(x, Tensor):
+        same = device is None or _device(device) == x.device
+        if copy is False and not same:
+            raise BufferError(f"from_dlpack(copy=False) cannot move an array from {x.device} to {device}")
+        return asarray(x, device=device, copy=True) if copy or not same else x
+    if copy is False:
+        raise BufferError("tinygrad cannot wrap foreign memory; from_dlpack(copy=False) is impossible")
+    return from_numpy(np.from_dlpack(x), device=device)
+
+
+def _install_array_protocol() -> None:
+    """Give tinygrad.Tensor the array-object members the standard asks and tinygrad lacks or refuses.
+
+    Arrays are plain Tensors (every tinygrad op returns a plain Tensor, so a subclass would not survive one
+    operation); these members are therefore set on tinygrad.Tensor, here and nowhere else. Missing members
+    are added (`x.mT`, `abs(x)`, `+x`, `x.__array_namespace__()`); tinygrad's own `__bool__` (which always
+    raises) is replaced so that eager code such as `if xp.any(mask):` works on a one-element array, as on
+    torch, JAX and numpy; inside `compile` bool()/int()/float() raise CompileError instead.
     """
     import sys
 
-    members = {
+    added = {
         "mT": property(lambda self: self.transpose(-1, -2)),
-        "__abs__": lambda self: self.abs(),
+        "__abs__": lambda self: abs(self),
         "__pos__": lambda self: self,
-        "__float__": lambda self: _pyfloat(self.item()),
-        "__int__": lambda self: _pyint(self.item()),
-        "__index__": lambda self: _pyint(self.item()),
         "__array_namespace__": lambda self, api_version=None: sys.modules[__name__],
+        "__dlpack__": _dlpack,
+        "__dlpack_device__": lambda self: (1, 0),  # kDLCPU: the exported copy lives on the host
+        "to_device": lambda self, device, /, *, stream=None: self.to(_device(device)),
     }
-    for name, member in members.items():
+    for name, member in added.items():
         if not hasattr(Tensor, name):
             setattr(Tensor, name, member)
+    replaced = {
+        "__bool__": lambda self: _python_scalar(self, _pybool),
+        "__int__": lambda self: _python_scalar(self, _pyint),
+        "__float__": lambda self: _python_scalar(self, _pyfloat),
+        "__complex__": lambda self: _python_scalar(self, complex),
+        "__index__": _index,
+        # tinygrad's pow misses the standard's special cases (see `pow`); these three route through it
+        "__pow__": lambda self, x: pow(self, x),
+        "__rpow__": lambda self, x: pow(full(self.shape, x, dtype=result_type(self, x)), self),
+        "__ipow__": lambda self, x: self.assign(pow(self, x).cast(self.dtype)),
+        # tinygrad's <= and >= are "not >" and "not <": True for NaN, which IEEE and the standard say is False
+        "__le__": _le,
+        "__ge__": _ge,
+        "__getitem__": _getitem,
+        "__setitem__": _setitem,
+    }
+    for name, member in replaced.items():
+        setattr(Tensor, name, member)
 
 
 _install_array_protocol()
