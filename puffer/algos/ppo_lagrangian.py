@@ -168,7 +168,8 @@ def window_cost(episodes: list[dict[str, Any]], new_episodes: int, window: int, 
     if missing:
         raise PufferError(f"ppo_lagrangian needs episode_cost in every finished episode (infos['episodes']), but "
                           f"{env_name} reported {sorted(missing[0])}")
-    return float(np.mean([e["episode_cost"] for e in recent]))
+    # float64 whatever the episodes hold (float32 live, Python floats after a resume): the same mean either way
+    return float(np.mean(np.asarray([e["episode_cost"] for e in recent], np.float64)))
 
 
 # ---- the cost critic and the loss -------------------------------------------------------------
