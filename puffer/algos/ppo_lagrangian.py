@@ -61,8 +61,9 @@ class PPOLagrangianConfig(PPOConfig):
     """Multiplier rule: gradient (projected gradient ascent on the violation) or pid (PID Lagrangian)."""
     lagrangian_init: float = 0.0
     """Initial Lagrange multiplier (for pid: the integral term's initial value)."""
-    lagrangian_lr: float = 0.035
-    """Step size of the gradient rule (per unit of episode-cost violation with sgd)."""
+    lagrangian_lr: float = 0.01
+    """Step size of the gradient rule: lam moves lr * (episode cost - limit) per update with sgd (OmniSafe's 0.035
+    is for adam; with sgd on Hazard it overshoots into a policy that stands still)."""
     lagrangian_optimizer: str = "sgd"
     """Optimizer of the gradient rule: sgd (steps proportional to the violation) or adam (about +-lr a step)."""
     pid_kp: float = 0.1
