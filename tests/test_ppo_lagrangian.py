@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces as gs
+from pettingzoo import ParallelEnv
 
 import puffer.algos  # noqa: F401  (registers ppo_lagrangian without the installed entry points)
 from puffer import checkpoint
@@ -163,6 +164,44 @@ def test_gymnasium_costs_drive_the_multiplier(six):
         # a random policy pays about 2 an episode here, far above the limit of 0.5: the multiplier rises
         assert stats["lagrangian"] > 0.0 and stats["window_episode_cost"] > 0.5
         assert (trainer.buffer.cost == 1.0).any()  # the fast steps' cost, recorded per step
+    finally:
+        trainer.close()
+
+
+class Pair(ParallelEnv):
+    """Two agents walk right for 4 steps; action 1 earns 1 and costs 1 (each agent its own cost)."""
+
+    metadata = {"name": "pair_v0"}
+    possible_agents = ["a", "b"]
+
+    def observation_space(self, agent):
+        return gs.Box(-10.0, 10.0, (1,), np.float32)
+
+    def action_space(self, agent):
+        return gs.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.t, self.agents = 0, list(self.possible_agents)
+        return {ag: np.zeros(1, np.float32) for ag in self.agents}, {ag: {} for ag in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t == 4
+        obs = {ag: np.full(1, self.t, np.float32) for ag in self.agents}
+        out = (obs, {ag: float(a) for ag, a in actions.items()}, {ag: done for ag in self.agents},
+               {ag: False for ag in self.agents}, {ag: {"cost": float(a)} for ag, a in actions.items()})
+        if done:
+            self.agents = []
+        return out
+
+
+def test_pettingzoo_costs_arrive_per_agent():
+    trainer = PPOLagrangian(lambda: Pair(), backend="torch", cost_limit=0.5, lagrangian_lr=0.1, **TINY)
+    try:
+        stats = trainer.train(512)
+        assert trainer.rows == 16 and {e["agent"] for e in trainer.episodes} == {"a", "b"}
+        assert all(0 <= e["episode_cost"] <= 4 for e in trainer.episodes)
+        assert stats["lagrangian"] > 0.0 and stats["window_episode_cost"] > 0.5
     finally:
         trainer.close()
 
