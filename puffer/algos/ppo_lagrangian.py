@@ -33,7 +33,7 @@ from puffer.algos.ppo import PPOConfig, explained_variance, ppo_loss, standardiz
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.nn import linear, mlp
-from puffer.policies import MLPPolicy, act
+from puffer.policies import act
 from puffer.train import Algorithm, Plan, Trainer, register
 
 STAT_KEYS = (*ppo.STAT_KEYS, "cost_value_loss")
@@ -161,7 +161,10 @@ def pid_step(state: dict[str, np.ndarray], episode_cost: float | None, limit: fl
 
 
 def window_cost(episodes: list[dict[str, Any]], new_episodes: int, window: int, env_name: str = "env") -> float | None:
-    """Mean `episode_cost` of the last `window` finished episodes, or None when none finished since the last update."""
+    """Mean `episode_cost` of the last `window` finished episodes, or None when none finished since the last update.
+
+    With several agents per env (PettingZoo), each agent's episode counts as one: the limit is per agent.
+    """
     if new_episodes <= 0 or not episodes:
         return None
     recent = episodes[-window:]
@@ -226,8 +229,6 @@ def declare(run: Any, cfg: PPOLagrangianConfig) -> Plan:
     shared = cfg.cost_critic == "shared"
     base = ppo.declare(run, cfg, loss_fn=make_loss(shared), stat_keys=STAT_KEYS)
     policy = base.policy
-    if shared and not isinstance(policy, MLPPolicy):
-        raise PufferError("cost_critic='shared' needs an mlp policy")
     params = {**base.params, **{k: be.asarray(v) for k, v in cost_critic_init(policy, cfg).items()}}
     opt, _ = ppo.optimizer(cfg)
     state = initial_state(cfg.lagrangian_init)
