@@ -224,8 +224,11 @@ def optimizer(cfg: PPOConfig) -> tuple[Any, dict[str, float]]:
     return optim.adam, kwargs
 
 
-def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None) -> Plan:
-    """PPO's needs: an actor-critic, log-prob and value per step, GAE on the host, shuffled minibatches."""
+def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None, stat_keys: tuple[str, ...] = STAT_KEYS) -> Plan:
+    """PPO's needs: an actor-critic, log-prob and value per step, GAE on the host, shuffled minibatches.
+
+    PPO's relatives pass their own `loss_fn` and the `stat_keys` its statistics carry.
+    """
     be, env = run.be, run.env
     policy = make_policy(env.single_observation_space, env.single_action_space, cfg.policy, cfg.hidden_size,
                          cfg.num_layers, cfg.activation)
@@ -250,7 +253,7 @@ def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None) -> Plan:
             mb = unpack(be, layout, packed)
             mb["next_value"], mb["state"] = nexts[:, 0], state
             params, opt_state, stats = update(params, opt_state, mb, hyper)
-            return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
+            return params, opt_state, acc + xp.stack([stats[k] for k in stat_keys])
 
         return step
 
@@ -270,7 +273,7 @@ def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None) -> Plan:
     return Plan(
         policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params),
         act=act_fn, outputs=("logp", "values"), values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
-        build_step=build_step, minibatch_fields=tuple(fields), stat_keys=STAT_KEYS, hyper=hyper,
+        build_step=build_step, minibatch_fields=tuple(fields), stat_keys=stat_keys, hyper=hyper,
         rollout_len=cfg.rollout_len, minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs, segment=segment,
         prepare=prepare, derived={"adv": 0, "returns": 0},
         early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl),

@@ -64,8 +64,10 @@ def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space
     opset = DEFAULT_OPSET if opset is None else opset
 
     expected = set(policy.init(None, 0))
-    if set(params) != expected:
+    # an algorithm may train more than the policy (e.g. a cost critic): the actor graph takes only the policy's own
+    if not expected <= set(params):
         raise ExportError(f"parameters {sorted(params)} do not fit the policy, which needs {sorted(expected)}")
+    params = {k: params[k] for k in expected}
     be = OnnxBackend()
     xp = be.xp
     head = policy.head

@@ -79,14 +79,15 @@ class CheckpointPolicy(PolicyActor):
         action_space = spaces.from_json(meta["action_space"])
         policy = from_spec(observation_space, action_space, checkpoint.policy_spec(meta))
         expected = set(policy.init(None, 0))
-        if set(groups["params"]) != expected:
+        # an algorithm may train more than the policy (e.g. a cost critic): only the policy's own parameters act
+        if not expected <= set(groups["params"]):
             raise PufferError(f"{path}: parameters {sorted(groups['params'])} do not fit the policy, which needs "
                               f"{sorted(expected)}")
         norm = None
         if "obs_norm" in groups:
             norm = RunningNorm(observation_space.shape[0])
             norm.load_state_dict(groups["obs_norm"])
-        params = {k: be.asarray(v) for k, v in groups["params"].items()}
+        params = {k: be.asarray(groups["params"][k]) for k in expected}
         super().__init__(be, policy, params, action_space, norm, deterministic, seed)
 
 

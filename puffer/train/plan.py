@@ -71,6 +71,8 @@ class Plan:
     """Buffer fields `prepare` fills, name -> trailing width (0: one number per step)."""
     record: dict[str, int] = field(default_factory=dict)
     """Per-step env channels (`infos[name]`, `[rows]` or `[rows, width]`) stored in the buffer."""
+    record_help: dict[str, str] = field(default_factory=dict)
+    """How an env reports a recorded channel (name -> sentence), added to the error when an env lacks it."""
     data: str = ROLLOUT
     """Where training data comes from: on-policy rollouts."""
     before_update: Callable[[Any], dict[str, float]] | None = None

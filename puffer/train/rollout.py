@@ -80,8 +80,9 @@ class RolloutMixin:
         out = {"rewards": rewards}
         for name, width in self.plan.record.items():
             if name not in infos:
+                hint = self.plan.record_help.get(name)
                 raise PufferError(f"{self.algorithm.name} needs infos[{name!r}] from every step, but env "
-                                  f"{self.env_name} reports none")
+                                  f"{self.env_name} reports none" + (f"; {hint}" if hint else ""))
             value = np.asarray(infos[name], np.float32)
             want = (len(rewards), width) if width else (len(rewards),)
             if value.shape != want:
