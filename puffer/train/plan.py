@@ -24,6 +24,9 @@ class Plan:
 
     Acting: `act(be, params, obs, state, starts, noise) -> (actions, outputs, state)` is pure; its
     `outputs` (one `[B]` array per name in `outputs`, e.g. log-prob and value) are recorded per step.
+    With `inputs` declared (per-step env channels such as a critic's global state), `act` and
+    `values` take one more argument, a dict of those `[B, width]` arrays, and truncation bootstraps
+    read them from `infos["final_<name>"]` (the true final step's value, as `final_observation`).
     `bootstrap` maps a reward-like channel (`rewards`, or a recorded env channel such as `cost`) to
     the value output and discount it bootstraps with: truncated episodes add `discount * V(true
     final observation)` to that channel, and `values(be, params, obs, state)` (the bootstrapped
@@ -67,6 +70,8 @@ class Plan:
     """Buffer fields `prepare` fills, name -> trailing width (0: one number per step)."""
     record: dict[str, int] = field(default_factory=dict)
     """Per-step env channels (`infos[name]`, `[rows]` or `[rows, width]`) stored in the buffer."""
+    inputs: dict[str, int] = field(default_factory=dict)
+    """Per-step env channels (`infos[name]`, `[rows, width]`) fed to `act`/`values` and stored as buffer fields."""
     data: str = ROLLOUT
     """Where training data comes from: on-policy rollouts."""
     before_update: Callable[[Any], dict[str, float]] | None = None
