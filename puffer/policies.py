@@ -295,12 +295,15 @@ class CentralCriticPolicy:
         """`x` with the one-hot agent ids `ids` (same leading axes) appended (unchanged without ids)."""
         return x if not self.agents else be.xp.concat([x, ids], axis=-1)
 
-    def row_ids(self, be: Backend, batch: int) -> Array | None:
-        """One-hot ids `[batch, agents]` of rows in env order (row r is agent r % agents)."""
+    def row_ids(self, be: Backend, x: Array) -> Array | None:
+        """One-hot ids `[B, agents]` of the rows of `x` `[B, ...]` in env order (row r is agent r % agents)."""
         if not self.agents:
             return None
         xp = be.xp
-        return be.one_hot(xp.arange(batch) % self.agents, self.agents, dtype=xp.float32)
+        # the row index from a running sum, so an exported graph keeps its batch axis dynamic
+        row = xp.cumulative_sum(xp.ones_like(x[..., 0]), axis=0) - 1.0
+        slot = xp.expand_dims(row - xp.floor(row / self.agents) * self.agents, axis=-1)
+        return xp.astype(slot == xp.arange(self.agents, dtype=xp.float32), xp.float32)
 
     def actor(self, be: Backend, params: Params, x: Array, state: tuple) -> tuple[Dist, tuple]:
         """One actor step on `[B, obs_dim + agents]` inputs: (distribution, new state)."""
@@ -329,7 +332,7 @@ class CentralCriticPolicy:
 
     def step(self, be: Backend, params: Params, obs: Array, state: tuple) -> tuple[Dist, Array, tuple]:
         """Acting on local observations `[B, obs_dim]` alone: (distribution, zero value [B], new state)."""
-        dist, state = self.actor(be, params, self.with_ids(be, obs, self.row_ids(be, obs.shape[0])), state)
+        dist, state = self.actor(be, params, self.with_ids(be, obs, self.row_ids(be, obs)), state)
         return dist, be.xp.zeros_like(obs[..., 0]), state
 
 

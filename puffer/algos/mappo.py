@@ -152,7 +152,8 @@ def mappo_loss(be: Backend, policy: CentralCriticPolicy, static: MAPPOStatic, pa
                                  mb["starts"])
     new_values = policy.critic(be, params, critic_inputs(be, policy, mb))
     mask = mb["mask"]
-    log_ratio = policy.head.log_prob(be, dist, mb["actions"]) - mb["logp"]
+    # zero on masked rows, so whatever an absent agent's row holds cannot overflow the ratio
+    log_ratio = (policy.head.log_prob(be, dist, mb["actions"]) - mb["logp"]) * mask
     ratio = xp.exp(log_ratio)
     adv = ppo.standardize(be, mb["adv"], mask) if static.norm_adv else mb["adv"]
     pg_loss = ppo.surrogate_loss(be, ratio, adv, mask, hyper["clip_coef"])
@@ -207,11 +208,11 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
         return inputs[STATE] if has_state else concat_agents(be, obs, agents)
 
     def real_value(params, obs, inputs):
-        v = policy.critic(be, params, policy.with_ids(be, global_state(obs, inputs), policy.row_ids(be, obs.shape[0])))
+        v = policy.critic(be, params, policy.with_ids(be, global_state(obs, inputs), policy.row_ids(be, obs)))
         return v * params["value_norm/std"] + params["value_norm/mean"]
 
     def act_fn(be, params, obs, state, starts, noise, inputs=None):
-        x = policy.with_ids(be, obs, policy.row_ids(be, obs.shape[0]))
+        x = policy.with_ids(be, obs, policy.row_ids(be, obs))
         dist, state = policy.actor(be, params, x, reset_state(be, state, starts))
         actions, logp = policy.head.sample(be, dist, noise)
         return actions, (logp, real_value(params, obs, inputs)), state

@@ -134,11 +134,17 @@ class RolloutMixin:
             buf.data[name][rows, cols] = self._in[keep, a:b]
 
     def _store_result(self, rows: Any, cols: Any, channels: dict[str, np.ndarray], done: np.ndarray,
-                      keep: Any = slice(None)) -> None:
-        """What the env answered for the step at `(rows, cols)`: rewards, declared channels, episode ends."""
+                      keep: Any = slice(None), masks: np.ndarray | None = None) -> None:
+        """What the env answered for the step at `(rows, cols)`: rewards, declared channels, episode ends.
+
+        A step counts (`mask`) only when the row was present both before it and in its result: an
+        agent that ended keeps its mask for its last reward, so the step after its death is masked here.
+        """
         for name, value in channels.items():
             self.buffer.data[name][rows, cols] = value[keep]
         self.buffer.dones[rows, cols] = done[keep]
+        if masks is not None:
+            self.buffer.mask[rows, cols] *= np.asarray(masks, np.float32)[keep]
 
     def _record_episodes(self, infos: dict) -> None:
         episodes = infos.get("episodes", ())
@@ -177,7 +183,7 @@ class RolloutMixin:
             self._inputs = self._inputs_of(infos, self.rows)
             channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, None)
             done = term | trunc
-            self._store_result(slice(None), t, channels, done)
+            self._store_result(slice(None), t, channels, done, masks=getattr(self.env, "masks", None))
             self._starts = done.astype(np.float32)
             self._record_episodes(infos)
         self.global_step += self.rows * T
@@ -206,7 +212,7 @@ class RolloutMixin:
                 ok = (prev >= 0) & (prev < T)
                 channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, ids)
                 done = term | trunc
-                self._store_result(ids[ok], prev[ok], channels, done, ok)
+                self._store_result(ids[ok], prev[ok], channels, done, ok, masks)
                 self._starts[ids] = done
                 self._record_episodes(infos)
             cur = counts[ids]
