@@ -4,11 +4,13 @@ Learning budgets were measured on 3 seeds (torch, a loaded 2-core machine; the l
 episodes' mean return), on the two-agent Landmarks (random -18.9, every agent to its nearest
 landmark -10.1, agent i to landmark i -6.9, optimal assignment -5.6), 16 envs, 100k agent steps,
 lr 2e-3: see LANDMARKS below for the figures. mpe2's simple_spread_v3 (N=3, local_ratio 0.5;
-random -26.8 per agent per 25-step episode): see SPREAD.
+random -26.8 per agent per 25-step episode): see SPREAD. The trained policies are measured on the
+training episodes of the last rollouts (the env's own per-agent episode returns).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -32,17 +34,20 @@ class Landmarks2(Landmarks):
     agents_per_env = 2
 
 
-# MAPPO on Landmarks2, 16 envs x 2 agents, rollout 25, minibatch 400, lr 2e-3, 100k agent steps
-# (mean return of the last 100 training episodes; random -18.9):
-#   torch  seeds 0/1/2: MAPPO -12.5 / see BENCHMARKS.md; shared PPO at the same budget and seeds likewise.
-LANDMARKS = {"rollout_len": 25, "minibatch_size": 400, "learning_rate": 2e-3, "seed": 0}
+# MAPPO on Landmarks2, 16 envs x 2 agents, rollout 25, minibatch 400, lr 2e-3 (mean return of the last 100
+# training episodes; random -18.9), measured under load on 2 cores:
+#   100k agent steps, torch seeds 0/1/2: MAPPO -12.53 / -13.10 / -13.66; shared PPO -13.51 / -14.28 / -14.15
+#   (~35-70 s each); jax seed 0: -12.41 (28 s); tinygrad seed 0: -12.15 (146 s), and -13.56 after 50k (110 s).
+LANDMARKS = {"rollout_len": 25, "minibatch_size": 400, "learning_rate": 2e-3}
 LANDMARKS_BUDGET = {"torch": 100_000, "jax": 100_000, "tinygrad": 50_000}
-LANDMARKS_THRESHOLD = {"torch": -15.0, "jax": -15.0, "tinygrad": -16.5}
+LANDMARKS_THRESHOLD = {"torch": -15.0, "jax": -15.0, "tinygrad": -16.0}
 
 
-def _landmarks(cls, backend: str, budget: int, seed: int = 0):
-    trainer = cls(puffer.make(Landmarks2, num_envs=16, seed=seed), backend=backend, total_steps=budget,
-                  **{**LANDMARKS, "seed": seed})
+@functools.cache
+def _landmarks(algo: str, backend: str, budget: int, seed: int = 0) -> float:
+    cls = MAPPO if algo == "mappo" else PPO
+    trainer = cls(puffer.make(Landmarks2, num_envs=16, seed=seed), backend=backend, total_steps=budget, seed=seed,
+                  **LANDMARKS)
     try:
         trainer.train(budget)
         return trainer.mean_return(100)
@@ -53,14 +58,15 @@ def _landmarks(cls, backend: str, budget: int, seed: int = 0):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mappo_learns_landmarks(backend: str) -> None:
     budget = LANDMARKS_BUDGET[backend]
-    score = _landmarks(MAPPO, backend, budget)
+    score = _landmarks("mappo", backend, budget)
     assert score >= LANDMARKS_THRESHOLD[backend], f"{backend}: mean return {score:.2f} after {budget} steps"
 
 
 def test_mappo_not_worse_than_shared_ppo() -> None:
-    mappo = _landmarks(MAPPO, "torch", 100_000, seed=1)
-    shared = _landmarks(PPO, "torch", 100_000, seed=1)
-    assert mappo >= shared - 1.0, f"MAPPO {mappo:.2f} vs shared PPO {shared:.2f} at 100k steps, seed 1"
+    # same seed, budget and rollout shape; "better" is flaky at this budget, "not worse" is stable
+    mappo = _landmarks("mappo", "torch", 100_000)
+    shared = _landmarks("ppo", "torch", 100_000)
+    assert mappo >= shared - 0.5, f"MAPPO {mappo:.2f} vs shared PPO {shared:.2f} after 100k steps"
 
 
 # ---- structure -------------------------------------------------------------------------------
