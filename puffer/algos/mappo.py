@@ -184,7 +184,7 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
     if (cfg.agent_ids or not has_state) and not run.sync:
         raise PufferError("mappo: agent ids and the observation-concatenation critic need synchronous rollouts "
                           f"(vec_batch_size={cfg.vec_batch_size} gives async batches); drop --vec-batch-size, or "
-                          "pass --no-agent-ids for an env with a global state")
+                          "pass --agent-ids false for an env with a global state")
     if has_state:
         state_dim = int(env.single_state_space.shape[0])
     else:
