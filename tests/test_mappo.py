@@ -245,6 +245,18 @@ def test_dead_agent_is_masked_and_truncations_bootstrap_from_the_final_global_st
         trainer.close()
 
 
+def test_recurrent_actor_trains_and_acts_like_ppos() -> None:
+    trainer = MAPPO(puffer.make(Landmarks2, num_envs=2, seed=0), backend="torch", policy="lstm", hidden_size=16,
+                    rollout_len=16, bptt_horizon=8, minibatch_size=32, update_epochs=1, total_steps=64)
+    try:
+        trainer.train(64)
+        assert trainer.policy.recurrent and trainer.segment == 8
+        assert np.isfinite(trainer.history[-1]["loss"])
+        assert trainer._seg_states[0].any(), "the actor's state at segment starts is recorded"
+    finally:
+        trainer.close()
+
+
 def test_env_without_state_warns_and_concatenates_observations() -> None:
     with pytest.warns(UserWarning, match="no global state"):
         trainer = MAPPO(lambda: Duo(with_state=False), backend="torch", num_envs=2, **SMALL)

@@ -254,6 +254,13 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
             buf.data[STATE][...] = np.repeat(joint, agents, axis=0)
         set_norm_params()
 
+    def summarize(buf) -> dict[str, float]:
+        # after the update: weight decay (AdamW) must not have moved the statistics the next rollout uses
+        set_norm_params()
+        mean, std = norm.stats()
+        return {"explained_variance": ppo.explained_variance(buf.values, buf.returns), "value_norm_mean": mean,
+                "value_norm_std": std}
+
     def get_state() -> dict[str, np.ndarray]:
         return norm.state_dict()
 
@@ -282,8 +289,7 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
         segment=1 if cfg.policy == "mlp" else cfg.bptt_horizon, prepare=prepare, derived=derived,
         inputs={STATE: state_dim} if has_state else {},
         early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl),
-        summarize=lambda buf: {"explained_variance": ppo.explained_variance(buf.values, buf.returns),
-                               "value_norm_mean": norm.stats()[0], "value_norm_std": norm.stats()[1]},
+        summarize=summarize,
         extra_state=(get_state, set_state),
     )
 
