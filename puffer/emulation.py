@@ -497,6 +497,25 @@ def is_pettingzoo_parallel(env: Any) -> bool:
             and not hasattr(env, "agent_selection"))
 
 
+def _padded_dtype(name: str, agent_spaces: dict[Any, S.Space]) -> np.dtype:
+    """One row dtype for agents with different observation spaces: their common dtype, else float32 when
+    every agent's values are exact in float32 (float64 is narrowed as everywhere), else a SpaceError."""
+    dtypes = {a: S.flat_dtype(s) for a, s in agent_spaces.items()}
+    kinds = set(dtypes.values())
+    if len(kinds) == 1:
+        common = kinds.pop()
+        return np.dtype(np.float32) if common == np.float64 else common
+    exact = {np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.uint8, np.uint16, np.float16, np.float32,
+                                   np.float64)}
+    bad = {a: d for a, d in dtypes.items() if d not in exact}
+    if bad:
+        listed = ", ".join(f"{a!r}: {d}" for a, d in dtypes.items())
+        raise SpaceError(f"{name}: agents' observation dtypes cannot be padded into one row dtype ({listed}); "
+                         f"{', '.join(repr(a) for a in bad)} hold values float32 cannot represent exactly. Give "
+                         "every agent the same dtype, or wrap the env so its observations are float32")
+    return np.dtype(np.float32)
+
+
 class PettingZooEnvs:
     """`num_envs` PettingZoo parallel envs as one flat batch with a fixed row per possible agent."""
 
@@ -526,9 +545,7 @@ class PettingZooEnvs:
             # Heterogeneous agents: rows of agent `a` unflatten with structured_observation_space[a].
             self.structured_observation_space = S.Dict(self.agent_observation_spaces)
             dim = max(S.flatdim(s) for s in obs_spaces)
-            dtypes = {leaf.dtype for s in obs_spaces for leaf in S._layout(s)}
-            dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
-            dtype = np.dtype(np.float32) if dtype == np.float64 else dtype
+            dtype = _padded_dtype(name, dict(zip(self.possible_agents, obs_spaces)))
             low = np.full(dim, np.inf)
             high = np.full(dim, -np.inf)
             for s in obs_spaces:

@@ -34,7 +34,8 @@ BATCH = "batch"
 def state_names(policy: Policy) -> tuple[str, ...]:
     """Graph input names of the recurrent state (LSTM: h, c); outputs append `_out`."""
     n = len(policy.initial_state(puffer.backend("numpy"), 1))
-    return ("h", "c") if isinstance(policy, LSTMPolicy) else tuple(f"state{i}" for i in range(n))
+    lstm = isinstance(policy, LSTMPolicy) or getattr(policy, "kind", None) == "lstm"
+    return ("h", "c") if lstm else tuple(f"state{i}" for i in range(n))
 
 
 def state_metadata(policy: Policy) -> str:

@@ -54,7 +54,8 @@ def add_commands(sub: Any, algo: str = DEFAULT_ALGO) -> None:
                                    f"{': ' + algorithm.summary if algorithm else ''}. Every field of its config is a "
                                    "flag; unknown flags are errors. `puffer train --algo NAME --help` lists NAME's.")
     p.add_argument("env", nargs="?", default=None,
-                   help="built-in env name, or gym:ID (default: cartpole, or the resumed run's env)")
+                   help="built-in env name, gym:ID, or pettingzoo:MODULE.ENV / pettingzoo:MODULE:FUNCTION (default: "
+                        "cartpole, or the resumed run's env)")
     p.add_argument("--algo", default=None, metavar="{" + ",".join(known) + "}",
                    help=f"algorithm (default: {DEFAULT_ALGO}; `puffer algos` describes them)")
     p.add_argument("--backend", default=None,

@@ -24,6 +24,9 @@ class Plan:
 
     Acting: `act(be, params, obs, state, starts, noise) -> (actions, outputs, state)` is pure; its
     `outputs` (one `[B]` array per name in `outputs`, e.g. log-prob and value) are recorded per step.
+    With `inputs` declared (per-step env channels such as a critic's global state), `act` and
+    `values` take one more argument, a dict of those `[B, width]` arrays, and truncation bootstraps
+    read them from `infos["final_<name>"]` (the true final step's value, as `final_observation`).
     `bootstrap` maps a reward-like channel (`rewards`, or a recorded env channel such as `cost`) to
     the value output and discount it bootstraps with: truncated episodes add `discount * V(true
     final observation)` to that channel, and `values(be, params, obs, state)` (the bootstrapped
@@ -73,6 +76,9 @@ class Plan:
     """Per-step env channels (`infos[name]`, `[rows]` or `[rows, width]`) stored in the buffer."""
     record_help: dict[str, str] = field(default_factory=dict)
     """How an env reports a recorded channel (name -> sentence), added to the error when an env lacks it."""
+
+    inputs: dict[str, int] = field(default_factory=dict)
+    """Per-step env channels (`infos[name]`, `[rows, width]`) fed to `act`/`values` and stored as buffer fields."""
     data: str = ROLLOUT
     """Where training data comes from: on-policy rollouts."""
     before_update: Callable[[Any], dict[str, float]] | None = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from puffer.errors import PufferError
 from puffer.policies import to_env_actions
+from puffer.train.buffers import pack
 
 
 class RolloutMixin:
@@ -44,12 +45,33 @@ class RolloutMixin:
             return self._state
         return tuple(self.be.asarray(s[rows]) for s in self._host_state)
 
-    def _policy_step(self, obs: np.ndarray, rows: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray:
+    def _inputs_of(self, infos: dict, rows: int, final: bool = False) -> dict[str, np.ndarray]:
+        """The plan's declared input channels from `infos` (`final_<name>` at episode ends), checked."""
+        out = {}
+        for name, width in self.plan.inputs.items():
+            key = f"final_{name}" if final else name
+            if key not in infos:
+                raise PufferError(f"{self.algorithm.name} needs infos[{key!r}] from every "
+                                  f"{'step that ends an episode' if final else 'reset and step'}, but env "
+                                  f"{self.env_name} reports none")
+            value = np.asarray(infos[key], np.float32)
+            if value.shape != (rows, width):
+                raise PufferError(f"env {self.env_name}: infos[{key!r}] has shape {value.shape}, "
+                                  f"expected {(rows, width)}")
+            out[name] = value
+        return out
+
+    def _policy_step(self, obs: np.ndarray, rows: np.ndarray | None, mask: np.ndarray | None,
+                     inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Normalize, act on the backend, return the packed numpy outputs `[B, action_dim + outputs]`."""
         be, d = self.be, self.obs_dim
         self._normalize(obs, self._in[:, :d], mask)
         self._in[:, d] = self._starts if rows is None else self._starts[rows]
-        self._in[:, d + 1:] = self.policy.head.noise(self.rng, len(obs))
+        noise = self.in_layout.slices["noise"]
+        self._in[:, noise[0]:noise[1]] = self.policy.head.noise(self.rng, len(obs))
+        for name, value in (inputs or {}).items():
+            a, b, _ = self.in_layout.slices[name]
+            self._in[:, a:b] = value
         out, new_state = self._act(self.params, be.asarray(self._in), self._rows_state(rows))
         if rows is None:
             self._state = new_state
@@ -58,10 +80,16 @@ class RolloutMixin:
                 s[rows] = be.to_numpy(ns)
         return be.to_numpy(out)
 
-    def _bootstrap_values(self, obs: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """`[B, len(bootstrap)]` values of (unnormalized) observations `obs` for `rows`."""
+    def _bootstrap_values(self, obs: np.ndarray, rows: np.ndarray | None,
+                          inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """`[B, len(bootstrap)]` values of (unnormalized) observations `obs` (and input channels) for `rows`."""
+        be = self.be
         final = self._normalize(obs, np.zeros((len(obs), self.obs_dim), np.float32), update=False)
-        return self.be.to_numpy(self._values(self.params, self.be.asarray(final), self._rows_state(rows)))
+        if not self.plan.inputs:
+            return be.to_numpy(self._values(self.params, be.asarray(final), self._rows_state(rows)))
+        packed = np.zeros((len(obs), self.input_layout.width), np.float32)
+        pack(self.input_layout, inputs, packed)
+        return be.to_numpy(self._values(self.params, be.asarray(final), be.asarray(packed), self._rows_state(rows)))
 
     def _bootstrap(self, channels: dict[str, np.ndarray], trunc: np.ndarray, term: np.ndarray, infos: dict,
                    rows: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -69,7 +97,8 @@ class RolloutMixin:
         cut = trunc & ~term
         if not cut.any() or "final_observation" not in infos:
             return channels
-        values = self._bootstrap_values(infos["final_observation"], rows)
+        final = infos["final_observation"]
+        values = self._bootstrap_values(final, rows, self._inputs_of(infos, len(final), final=True))
         out = dict(channels)
         for i, (channel, (_, discount)) in enumerate(self.plan.bootstrap.items()):
             out[channel] = channels[channel] + discount * np.where(cut, values[:, i], 0.0).astype(np.float32)
@@ -101,13 +130,22 @@ class RolloutMixin:
             buf.data[name][rows, cols] = out[keep, a + i]
         buf.starts[rows, cols] = starts
         buf.mask[rows, cols] = mask[keep]
+        for name in self.plan.inputs:
+            a, b, _ = self.in_layout.slices[name]
+            buf.data[name][rows, cols] = self._in[keep, a:b]
 
     def _store_result(self, rows: Any, cols: Any, channels: dict[str, np.ndarray], done: np.ndarray,
-                      keep: Any = slice(None)) -> None:
-        """What the env answered for the step at `(rows, cols)`: rewards, declared channels, episode ends."""
+                      keep: Any = slice(None), masks: np.ndarray | None = None) -> None:
+        """What the env answered for the step at `(rows, cols)`: rewards, declared channels, episode ends.
+
+        A step counts (`mask`) only when the row was present both before it and in its result: an
+        agent that ended keeps its mask for its last reward, so the step after its death is masked here.
+        """
         for name, value in channels.items():
             self.buffer.data[name][rows, cols] = value[keep]
         self.buffer.dones[rows, cols] = done[keep]
+        if masks is not None:
+            self.buffer.mask[rows, cols] *= np.asarray(masks, np.float32)[keep]
 
     def _record_episodes(self, infos: dict) -> None:
         episodes = infos.get("episodes", ())
@@ -132,24 +170,26 @@ class RolloutMixin:
     def _rollout_sync(self) -> None:
         T, a = self.plan.rollout_len, self.policy.head.action_dim
         if self._obs is None:
-            self._obs, _ = self.env.reset(seed=self.config.seed)
+            self._obs, infos = self.env.reset(seed=self.config.seed)
+            self._inputs = self._inputs_of(infos, self.rows)
         mask = np.ones(self.rows, np.float32)
         for t in range(T):
             self._save_segment_state(t, None)
             masks = getattr(self.env, "masks", None)
             if masks is not None:
                 mask = np.asarray(masks, np.float32)
-            out = self._policy_step(self._obs, None, mask)
+            out = self._policy_step(self._obs, None, mask, self._inputs)
             self._store_step(slice(None), t, out, self._starts, mask)
             self._obs, rewards, term, trunc, infos = self._env_step(out[:, :a])
+            self._inputs = self._inputs_of(infos, self.rows)
             channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, None)
             done = term | trunc
-            self._store_result(slice(None), t, channels, done)
+            self._store_result(slice(None), t, channels, done, masks=getattr(self.env, "masks", None))
             self._starts = done.astype(np.float32)
             self._record_episodes(infos)
         self.global_step += self.rows * T
         # after an episode end the next value is multiplied by zero, so the un-reset state is fine here
-        self._store_next_values(self._bootstrap_values(self._obs, None), slice(None))
+        self._store_next_values(self._bootstrap_values(self._obs, None, self._inputs), slice(None))
 
     def _store_next_values(self, values: np.ndarray, rows: Any) -> None:
         for i, (value_output, _) in enumerate(self.plan.bootstrap.values()):
@@ -163,26 +203,27 @@ class RolloutMixin:
             self.env.async_reset(seed=self.config.seed)
         while True:
             if self._pending is not None:
-                obs, ids, masks = self._pending
+                obs, ids, masks, inputs = self._pending
                 self._pending = None
             else:
                 obs, rewards, term, trunc, infos, ids, masks = self.env.recv()
                 ids = np.asarray(ids)
+                inputs = self._inputs_of(infos, len(ids))
                 prev = counts[ids] - 1
                 ok = (prev >= 0) & (prev < T)
                 channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, ids)
                 done = term | trunc
-                self._store_result(ids[ok], prev[ok], channels, done, ok)
+                self._store_result(ids[ok], prev[ok], channels, done, ok, masks)
                 self._starts[ids] = done
                 self._record_episodes(infos)
             cur = counts[ids]
             if (counts >= T).all():
-                self._pending = (obs, ids, masks)
+                self._pending = (obs, ids, masks, inputs)
                 break
             for t in np.unique(cur[cur < T]):
                 self._save_segment_state(int(t), ids[cur == t])
             mask = np.asarray(masks, np.float32)
-            out = self._policy_step(obs, ids, mask)
+            out = self._policy_step(obs, ids, mask, inputs)
             keep = cur < T
             r = ids[keep]
             self._store_step(r, cur[keep], out, self._starts[r], mask, keep)
@@ -192,7 +233,7 @@ class RolloutMixin:
             self.global_step += int(keep.sum())
             self.env.send(to_env_actions(self.env.single_action_space, out[:, :a]))
         # rows that overshot keep their stored next value; rows exactly at T need one from this batch
-        obs, ids, masks = self._pending
+        obs, ids, masks, inputs = self._pending
         fresh = counts[ids] == T
         if fresh.any():
-            self._store_next_values(self._bootstrap_values(obs, ids)[fresh], ids[fresh])
+            self._store_next_values(self._bootstrap_values(obs, ids, inputs)[fresh], ids[fresh])

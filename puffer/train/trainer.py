@@ -164,20 +164,30 @@ class Trainer(RolloutMixin):
         in_layout.add("obs", self.obs_dim)
         in_layout.add("starts", 1, squeeze=True)
         in_layout.add("noise", head.noise_dim)
+        # declared input channels ride in the same packed array (one transfer per step)
+        self.input_layout = input_layout = Layout()
+        for name, width in plan.inputs.items():
+            in_layout.add(name, width)
+            input_layout.add(name, width)
 
         def act_fn(params, packed, state):
             f = unpack(be, in_layout, packed)
-            actions, outs, state = plan.act(be, params, f["obs"], state, f["starts"], f["noise"])
+            extra = ({name: f[name] for name in plan.inputs},) if plan.inputs else ()
+            actions, outs, state = plan.act(be, params, f["obs"], state, f["starts"], f["noise"], *extra)
             return xp.concat([actions, *(xp.expand_dims(o, axis=-1) for o in outs)], axis=-1), state
 
-        def values_fn(params, obs, state):
-            return xp.stack(plan.values(be, params, obs, state), axis=-1)
+        if plan.inputs:
+            def values_fn(params, obs, packed_inputs, state):
+                return xp.stack(plan.values(be, params, obs, state, unpack(be, input_layout, packed_inputs)), axis=-1)
+        else:
+            def values_fn(params, obs, state):
+                return xp.stack(plan.values(be, params, obs, state), axis=-1)
 
         self._act = be.compile(act_fn)
         self._values = be.compile(values_fn)
 
         fields = {"obs": self.obs_dim, "actions": head.action_dim, "rewards": 0, "dones": 0, "starts": 0, "mask": 0,
-                  **{name: 0 for name in plan.outputs}, **plan.record, **plan.derived}
+                  **{name: 0 for name in plan.outputs}, **plan.record, **plan.inputs, **plan.derived}
         self.mb_layout = Layout()
         for name in plan.minibatch_fields:
             width = fields[name]
@@ -198,6 +208,7 @@ class Trainer(RolloutMixin):
         self.buffer = RolloutBuffer(n, T, fields, tuple(v for v, _ in plan.bootstrap.values()))
         self._starts = np.ones(n, np.float32)
         self._obs = None
+        self._inputs: dict[str, np.ndarray] = {}
         self._pending = None
         self._seg_states = (tuple(np.zeros((n, T // self.segment, s.shape[-1]), np.float32)
                                   for s in self._state) if policy.recurrent else ())
@@ -366,6 +377,8 @@ class Trainer(RolloutMixin):
             resume = {f"env.{k}": v for k, v in checkpoint.split_state(env_state)[0].items()}
             resume["trainer.obs"] = np.array(self._obs, copy=True)
             resume["trainer.starts"] = self._starts.copy()
+            for name, value in self._inputs.items():
+                resume[f"trainer.input.{name}"] = value.copy()
             for i, s in enumerate(self._state):
                 resume[f"trainer.state.{i}"] = np.asarray(self.be.to_numpy(s))
             groups["resume"] = resume
@@ -412,6 +425,8 @@ class Trainer(RolloutMixin):
             self.env.load_state_dict(checkpoint.join_state(
                 {k[4:]: v for k, v in resume.items() if k.startswith("env.")}, env_values))
             self._obs, self._starts = resume["trainer.obs"], resume["trainer.starts"].copy()
+            self._inputs = {name: resume[f"trainer.input.{name}"].copy() for name in self.plan.inputs
+                            if f"trainer.input.{name}" in resume}
             self._state = tuple(self.be.asarray(s) for s in state)
         self.resumed_exactly = exact
         self.load_numpy(groups["params"], groups["opt_state"])

@@ -51,11 +51,58 @@ def _gym_make(env_id: str, **kwargs: Any) -> Any:
     return gymnasium.make(env_id, **kwargs)
 
 
+PETTINGZOO = "pettingzoo:"
+
+
+def _pettingzoo_creator(spec: str) -> Any:
+    """The callable a `pettingzoo:MODULE.ENV` (its `parallel_env`) or `pettingzoo:MODULE:FUNCTION` spec names."""
+    import importlib
+
+    target = spec[len(PETTINGZOO):]
+    module_name, _, function = target.partition(":")
+    if not module_name or (":" in target and not function):
+        raise PufferError(f"{spec}: expected pettingzoo:MODULE.ENV (e.g. pettingzoo:mpe2.simple_spread_v3) or "
+                          "pettingzoo:MODULE:FUNCTION")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise PufferError(f"{spec}: cannot import module {module_name!r}: {type(e).__name__}: {e}") from e
+    name = function or "parallel_env"
+    creator = getattr(module, name, None)
+    if not callable(creator):
+        found = "nothing" if creator is None else f"a {type(creator).__name__}"
+        hint = "" if function else "; name a creator function with pettingzoo:MODULE:FUNCTION"
+        raise PufferError(f"{spec}: module {module_name} has no callable {name!r} (found {found}){hint}")
+    return creator
+
+
+def _pettingzoo_make(spec: str, **kwargs: Any) -> Any:
+    """One env from a `pettingzoo:` spec (module level, so factories pickle for worker processes)."""
+    return _pettingzoo_creator(spec)(**kwargs)
+
+
 def resolve(env: Any, env_kwargs: dict[str, Any]) -> tuple[EnvFactory, Any]:
-    """An EnvFactory for a registered name, "gym:ID", a NativeEnv class or a creator; plus a probe env or None.
+    """An EnvFactory for a registered name, "gym:ID", "pettingzoo:SPEC", a NativeEnv class or a creator; plus a
+    probe env or None.
 
     Creators are called once here to learn their kind and spaces; that instance (the probe) can be reused.
     """
+    if isinstance(env, str) and env.startswith(PETTINGZOO):
+        _pettingzoo_creator(env)  # import errors name the spec before anything is built
+        creator = functools.partial(_pettingzoo_make, env, **env_kwargs)
+        try:
+            probe = creator()
+        except PufferError:
+            raise
+        except Exception as e:
+            raise PufferError(f"{env}: creating the env with {env_kwargs} failed: {type(e).__name__}: {e}") from e
+        if not is_pettingzoo_parallel(probe):
+            kind = "an AEC env (use its parallel_env, or pettingzoo.utils.conversions.aec_to_parallel)" \
+                if hasattr(probe, "agent_selection") else f"{type(probe).__module__}.{type(probe).__name__}"
+            if callable(getattr(probe, "close", None)):
+                probe.close()
+            raise PufferError(f"{env} is not a PettingZoo parallel env: it returned {kind}")
+        return EnvFactory(env, "pettingzoo", creator), probe
     if isinstance(env, str):
         if env.startswith("gym:"):
             env_id = env[4:]

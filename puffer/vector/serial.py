@@ -63,6 +63,11 @@ class Serial(VecEnv):
             raise PufferError(f"{self.name}: send() called twice without recv() in between")
         self._pending = self.step(actions)
 
+    @property
+    def masks(self) -> np.ndarray:
+        """Per-row masks of the last reset or step (False for padded or absent agent slots)."""
+        return self.env.masks
+
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
         """The result of the last `async_reset` or `send`, with env_ids and masks."""
         if self._pending is None:
