@@ -156,6 +156,47 @@ def test_scan(be, length):
     assert_matches(be, ys_s, ref_s.astype(np.float32), what="stacked sums")
 
 
+@pytest.mark.parametrize("length", [1, 4])
+def test_scan_reverse(be, length):
+    """reverse=True visits the last element first and stacks the outputs in the original order."""
+    xp = be.xp
+    carry = data((2, 3), seed=74)
+    xs = {"a": data((length, 2, 3), seed=75), "b": data((length, 3), seed=76)}
+
+    def step(h, x):
+        h = xp.tanh(h * 0.5 + x["a"] * x["b"])
+        return h, (h, xp.sum(h))
+
+    out_carry, (ys_h, ys_s) = be.scan(step, be.asarray(carry), {k: be.asarray(v) for k, v in xs.items()},
+                                      reverse=True)
+    flipped = {k: v[::-1].astype(np.float64) for k, v in xs.items()}
+    ref_carry, (ref_h, ref_s) = _scan_ref(carry.astype(np.float64), flipped)
+    assert_matches(be, out_carry, ref_carry.astype(np.float32), what="carry")
+    assert_matches(be, ys_h, ref_h[::-1].astype(np.float32), what="stacked h")
+    assert_matches(be, ys_s, ref_s[::-1].astype(np.float32), what="stacked sums")
+
+
+def test_scan_reverse_suffix_sum(be):
+    """A reverse cumulative sum: ys[t] = sum(xs[t:]), the shape of GAE's recursion."""
+    xs = data((5, 2), seed=78)
+    total, ys = be.scan(lambda c, x: (c + x, c + x), be.asarray(np.zeros(2, np.float32)), be.asarray(xs),
+                        reverse=True)
+    assert_matches(be, ys, np.cumsum(xs[::-1], 0)[::-1].copy(), what="suffix sums")
+    assert_matches(be, total, xs.sum(0), what="total")
+
+
+def test_scan_reverse_traces_to_onnx():
+    """GAE's reverse scan, traced to ONNX and run by onnxruntime, equals the numpy reference exactly."""
+    import puffer
+    from puffer.algos.advantage import gae
+
+    ort_be, ref_be = puffer.backend("onnxruntime"), puffer.backend("numpy")
+    rewards, values, nxt = data((3, 5), seed=101), data((3, 5), seed=102), data((3,), seed=103)
+    dones = data((3, 5), seed=104) > 0.5
+    got = ort_be.compile(lambda r, v, n, d: gae(ort_be, r, v, n, d, 0.99, 0.95))(rewards, values, nxt, dones)
+    np.testing.assert_array_equal(np.asarray(got), gae(ref_be, rewards, values, nxt, dones, 0.99, 0.95))
+
+
 def test_scan_tuple_carry(be):
     """A tuple carry (as an LSTM's (h, c)) and a single array as xs."""
     xp = be.xp

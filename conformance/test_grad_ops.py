@@ -175,6 +175,23 @@ def test_scan_gradient(tbe):
     check_grad(tbe, loss, params)
 
 
+def test_scan_reverse_gradient(tbe):
+    """Gradients flow through a reverse scan (carry, sequence, closed-over params) in step order."""
+    def loss(be, p):
+        xp = be.xp
+
+        def step(h, x):
+            h = xp.tanh(h @ p["w"] + x)
+            return h, xp.sum(h * h)
+
+        h, ys = be.scan(step, p["h0"], p["xs"], reverse=True)
+        return xp.sum(h) + xp.sum(ys * xp.asarray([1.0, 0.5, -0.25], dtype=h.dtype))
+
+    params = {"w": data((2, 2), "float64", -0.8, 0.8, seed=98), "h0": data((1, 2), "float64", seed=99),
+              "xs": data((3, 1, 2), "float64", seed=100)}
+    check_grad(tbe, loss, params)
+
+
 def test_value_and_grad_contract(tbe):
     """has_aux returns ((loss, aux), grads); extra args pass through; unused params get zero gradients."""
     xp = tbe.xp

@@ -57,7 +57,9 @@ class Policy:
         self.env_kwargs = json.loads(meta.get(META["env_kwargs"], "{}"))
         self.training_backend = meta.get(META["backend"])
         self.head = json.loads(meta[META["head"]])
-        self.state_spec = [(str(n), int(h)) for n, h in json.loads(meta[META["state"]])]
+        # [[name, [dims...]]] (any trailing shape: [B, H], [B, K, D]); older exports wrote [[name, hidden]]
+        self.state_spec = [(str(n), (int(d),) if isinstance(d, int) else tuple(int(x) for x in d))
+                           for n, d in json.loads(meta[META["state"]])]
         self.recurrent = bool(self.state_spec)
         self.has_sample_graph = json.loads(meta.get(META["sample_graph"], "false"))
         self.obs_dim = int(self.observation_space.shape[0])
@@ -114,7 +116,7 @@ class Policy:
     # ---- state ------------------------------------------------------------------------------
     def initial_state(self, batch: int = 1) -> tuple[np.ndarray, ...]:
         """Zero recurrent state for `batch` rows (an empty tuple for feed-forward policies)."""
-        return tuple(np.zeros((batch, h), np.float32) for _, h in self.state_spec)
+        return tuple(np.zeros((batch, *dims), np.float32) for _, dims in self.state_spec)
 
     # ---- inputs -----------------------------------------------------------------------------
     def _expected(self) -> str:
@@ -151,15 +153,15 @@ class Policy:
             raise ExportError(f"{self.path.name}: state must be {len(self.state_spec)} arrays "
                               f"({', '.join(n for n, _ in self.state_spec)}), got {len(state)}")
         out = []
-        for s, (name, h) in zip(state, self.state_spec):
+        for s, (name, dims) in zip(state, self.state_spec):
             s = np.asarray(s)
-            if s.shape != (batch, h) or s.dtype != np.float32:
-                raise ExportError(f"{self.path.name}: state {name!r} must be float32[{batch}, {h}], got "
+            if s.shape != (batch, *dims) or s.dtype != np.float32:
+                raise ExportError(f"{self.path.name}: state {name!r} must be float32{[batch, *dims]}, got "
                                   f"{s.dtype}{list(s.shape)}")
             out.append(s)
         if starts is not None:
-            keep = (1.0 - np.asarray(starts, np.float32)).reshape(batch, 1)
-            out = [s * keep for s in out]
+            keep = 1.0 - np.asarray(starts, np.float32).reshape(batch)
+            out = [s * keep.reshape((batch,) + (1,) * (s.ndim - 1)) for s in out]
         return tuple(out)
 
     def _binding(self, batch: int, outputs: tuple[str, ...], noise: bool) -> _Bound:
@@ -172,13 +174,17 @@ class Policy:
             self._last = (key, bound)
             return bound
         inputs = {"obs": (self.obs_dtype, (batch, self.obs_dim))}
-        inputs.update({n: (np.dtype(np.float32), (batch, h)) for n, h in self.state_spec})
+        inputs.update({n: (np.dtype(np.float32), (batch, *dims)) for n, dims in self.state_spec})
         if noise:
             inputs["noise"] = (np.dtype(np.float32), (batch, self.head["noise_dim"]))
         outs = {}
+        state_dims = {f"{n}_out": dims for n, dims in self.state_spec}
         for name in outputs:
             dt, shape = self._types[name]
-            outs[name] = (dt, tuple(batch if not isinstance(d, int) else d for d in shape))
+            # A state's shape comes from the metadata: shape inference may leave its trailing dims symbolic.
+            shape = (batch, *state_dims[name]) if name in state_dims else \
+                tuple(batch if not isinstance(d, int) else d for d in shape)
+            outs[name] = (dt, shape)
         bound = self._bound[key] = _Bound(self.session, inputs, outs)
         if len(self._bound) > _MAX_BOUND:
             self._bound.popitem(last=False)

@@ -22,7 +22,19 @@ them the same way, in-process or inside a worker:
   ended rows hold the true last observation (other rows: the returned observation).
 * **Infos**: `infos["episodes"]` lists the episodes finished this step, each `{"episode_return",
   "episode_length"}` plus numeric scalars of the env's final `info` (e.g. `is_success`) and
-  `episode_cost` when the env reports `info["cost"]`, which also becomes `infos["cost"]` float32 [rows].
+  `episode_cost` when the env reports a cost. A cost comes from `info["cost"]` or from
+  safety-gymnasium's 6-tuple `step` (obs, reward, cost, terminated, truncated, info); it becomes
+  `infos["cost"]` float32 [rows] in every step from the first one that reported it (0 for envs
+  that did not report one that step). A cost that is not one number is a `SpaceError` naming the env.
+* **Global state**: `single_state_space` is a 1-D float32 Box or None. Native envs declare it
+  themselves; PettingZoo envs with `state()` and `state_space` get `infos["global_state"]`
+  float32 [rows, S] on every reset and step (each agent's row holds its env's state) and, when
+  some row ended, `infos["final_global_state"]`, whose ended rows hold the state of the true
+  last step (before the auto-reset) and other rows `global_state`, like `final_observation`.
+* **Grouped reset**: `reset_group(env_ids, seed) -> infos` restarts the given envs so that each
+  starts from the initial state `seed` gives (gymnasium and PettingZoo: `env.reset(seed=seed)` per
+  env; native: `NativeEnv.reset_group`), writes their rows and restarts their episode bookkeeping,
+  leaving other envs untouched. `group_reset_error` is None, or why this env cannot.
 * **Multi-agent** (PettingZoo parallel API, `PettingZooEnvs`): one fixed row per agent of
   `possible_agents`, rows of env e at `e * agents_per_env + slot`. Absent or dead agents get
   `masks` False, zero observation and reward, terminal and truncation False, and their actions are
@@ -315,6 +327,46 @@ def _seeds(seed: int | None, count: int) -> list[int | None]:
     return [None] * count if seed is None else [seed + i for i in range(count)]
 
 
+def _cost(value: Any, name: str, where: str) -> float:
+    """One env's per-step cost as a float, or a SpaceError naming the env."""
+    c = np.asarray(value)
+    if c.size != 1 or c.ndim > 1 or c.dtype.kind not in "biuf":
+        raise SpaceError(f"{name}: {where} must be one number per step, got {type(value).__name__} of shape "
+                         f"{c.shape} dtype {c.dtype}")
+    return float(c.reshape(()))
+
+
+def _seed_error(env: Any, name: str) -> str | None:
+    """Why `env.reset(seed=...)` cannot restart it from a seed, or None when it can."""
+    import inspect
+
+    try:
+        params = inspect.signature(env.reset).parameters
+    except (TypeError, ValueError):
+        return None  # a builtin or C reset: assume the standard signature
+    if "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return f"{name}: its reset() takes no seed, so reset_group cannot start envs from one seed"
+
+
+def check_channels(infos: Infos, rows: int, name: str, state_dim: int | None) -> None:
+    """Check (and make float32) the per-row channels `cost` and `global_state` a native env reported."""
+    if "cost" in infos:
+        c = np.asarray(infos["cost"])
+        if c.shape != (rows,) or c.dtype.kind not in "biuf":
+            raise SpaceError(f"{name}: infos['cost'] must be float32 [{rows}] (one cost per row), got shape "
+                             f"{c.shape} dtype {c.dtype}")
+        infos["cost"] = c.astype(np.float32, copy=False)
+    for key in ("global_state", "final_global_state"):
+        if key in infos:
+            g = np.asarray(infos[key])
+            if state_dim is None or g.shape != (rows, state_dim) or g.dtype.kind not in "biuf":
+                want = "no global state (single_state_space is None)" if state_dim is None else \
+                    f"float32 [{rows}, {state_dim}]"
+                raise SpaceError(f"{name}: infos[{key!r}] must be {want}, got shape {g.shape} dtype {g.dtype}")
+            infos[key] = g.astype(np.float32, copy=False)
+
+
 # ------------------------------------------------------------------------------------------- gymnasium
 
 class GymnasiumEnvs:
@@ -338,6 +390,8 @@ class GymnasiumEnvs:
         self.single_action_space = self.actions.space
         buffers = bind_buffers(self, buffers, name)
         self._write = _ObsWriter(self.structured_observation_space, name)
+        self.single_state_space = None
+        self.group_reset_error = _seed_error(first, name)
         self._seed = seed
         self._returns = [0.0] * self.num_envs
         self._lengths = [0] * self.num_envs
@@ -368,21 +422,28 @@ class GymnasiumEnvs:
         episodes: list[dict[str, Any]] = []
         final: dict[int, np.ndarray] = {}
         costs = None
+        if self._costs is not None:
+            costs = [0.0] * self.num_envs
         for i, env in enumerate(self.envs):
-            obs, r, term, trunc, info = env.step(env_actions[i])
+            out = env.step(env_actions[i])
+            if len(out) == 6:  # safety-gymnasium: (obs, reward, cost, terminated, truncated, info)
+                obs, r, c, term, trunc, info = out
+                c = _cost(c, self.name, "the cost returned by step()")
+            else:
+                obs, r, term, trunc, info = out
+                c = _cost(info["cost"], self.name, "info['cost']") if info and "cost" in info else None
             r = float(r)
             rewards.append(r)
             terms.append(term)
             truncs.append(trunc)
             self._returns[i] += r
             self._lengths[i] += 1
-            if info and "cost" in info:
+            if c is not None:
                 if costs is None:
                     costs = [0.0] * self.num_envs
-                    if self._costs is None:
-                        self._costs = [0.0] * self.num_envs
-                costs[i] = float(info["cost"])
-                self._costs[i] += costs[i]
+                    self._costs = [0.0] * self.num_envs
+                costs[i] = c
+                self._costs[i] += c
             if term or trunc:
                 write(obs_buf[i], obs)
                 final[i] = obs_buf[i].copy()
@@ -406,6 +467,21 @@ class GymnasiumEnvs:
         if costs is not None:
             infos["cost"] = np.asarray(costs, np.float32)
         return obs_buf, self.rewards, self.terminals, self.truncations, infos
+
+    def reset_group(self, env_ids: Sequence[int], seed: int) -> Infos:
+        """Restart the envs `env_ids` with `env.reset(seed=seed)` each; returns reset infos."""
+        if self.group_reset_error:
+            raise PufferError(self.group_reset_error)
+        for i in env_ids:
+            obs, _ = self.envs[i].reset(seed=int(seed))
+            self._write(self.observations[i], obs)
+            self.rewards[i] = 0
+            self.terminals[i] = self.truncations[i] = False
+            self.masks[i] = True
+            self._returns[i], self._lengths[i] = 0.0, 0
+            if self._costs is not None:
+                self._costs[i] = 0.0
+        return {"episodes": []}
 
     def close(self) -> None:
         """Close every env."""
@@ -467,12 +543,18 @@ class PettingZooEnvs:
         self.single_action_space = self.actions.space
         buffers = bind_buffers(self, buffers, name)
         self._writers = [_ObsWriter(s, f"{name} agent {a!r}") for a, s in zip(self.possible_agents, obs_spaces)]
-        self._has_state = callable(getattr(first, "state", None)) and hasattr(first, "state_space")
+        self._has_state = callable(getattr(first, "state", None)) and getattr(first, "state_space", None) is not None
+        self.single_state_space = None
+        self._state = np.zeros((self.num_agents, 0), np.float32)
+        if self._has_state:
+            flat = S.flatten_space(S.from_gymnasium(first.state_space))
+            self.single_state_space = S.Box(flat.low, flat.high, flat.shape, np.float32)
+            self._state = np.zeros((self.num_agents, flat.shape[0]), np.float32)
+        self.group_reset_error = _seed_error(first, name)
         self._seed = seed
         self._returns = np.zeros(self.num_agents, np.float64)
         self._lengths = np.zeros(self.num_agents, np.int64)
         self._costs = np.zeros(self.num_agents, np.float64)
-        self._state: np.ndarray | None = None
 
     def _write_obs(self, e: int, obs: dict[Any, Any]) -> None:
         base = e * self.agents_per_env
@@ -485,14 +567,19 @@ class PettingZooEnvs:
             self._writers[j](rows[j], o)
             masks[j] = True
 
+    def _env_state(self, e: int) -> np.ndarray:
+        s = np.asarray(self.envs[e].state())
+        if s.size != self._state.shape[1]:
+            raise SpaceError(f"{self.name}: env {e}'s state() has shape {s.shape}, but its state_space "
+                             f"{self.single_state_space!r} has {self._state.shape[1]} values")
+        return s.reshape(-1)
+
     def _write_state(self, e: int) -> None:
-        s = np.asarray(self.envs[e].state()).reshape(-1)
-        if self._state is None:
-            self._state = np.zeros((self.num_agents, s.size), np.float32)
-        self._state[e * self.agents_per_env: (e + 1) * self.agents_per_env] = s
+        if self._has_state:
+            self._state[e * self.agents_per_env: (e + 1) * self.agents_per_env] = self._env_state(e)
 
     def _add_state(self, infos: Infos) -> None:
-        if self._has_state and self._state is not None:
+        if self._has_state:
             infos["global_state"] = self._state.copy()
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
@@ -502,8 +589,7 @@ class PettingZooEnvs:
         for e, (env, s) in enumerate(zip(self.envs, _seeds(seed, self.num_envs))):
             obs, _ = env.reset(seed=s)
             self._write_obs(e, obs)
-            if self._has_state:
-                self._write_state(e)
+            self._write_state(e)
         self.rewards[:] = 0
         self.terminals[:] = False
         self.truncations[:] = False
@@ -526,6 +612,7 @@ class PettingZooEnvs:
         episodes: list[dict[str, Any]] = []
         final_rows: list[int] = []
         finals: list[np.ndarray] = []
+        final_states: dict[int, np.ndarray] = {}  # env -> its state before the auto-reset
         costs = None
         for e, env in enumerate(self.envs):
             base = e * A
@@ -550,7 +637,7 @@ class PettingZooEnvs:
                 if isinstance(agent_info, dict) and "cost" in agent_info:
                     if costs is None:
                         costs = np.zeros(self.num_agents, np.float32)
-                    costs[row] = c = float(agent_info["cost"])
+                    costs[row] = c = _cost(agent_info["cost"], self.name, f"info[{ag!r}]['cost']")
                     self._costs[row] += c
                 if te or tr:
                     ended.append((row, ag, agent_info))
@@ -565,13 +652,14 @@ class PettingZooEnvs:
                 episodes.append(ep)
                 self._returns[row] = self._lengths[row] = self._costs[row] = 0
             if env_done:
+                if self._has_state:
+                    final_states[e] = self._env_state(e)
                 obs, _ = env.reset()
                 self._write_obs(e, obs)
                 # Agents that ended this step keep their mask for this step's reward.
                 for row, _, _ in ended:
                     self.masks[row] = True
-            if self._has_state:
-                self._write_state(e)
+            self._write_state(e)
         infos: Infos = {"episodes": episodes}
         if final_rows:
             fo = self.observations.copy()
@@ -580,7 +668,30 @@ class PettingZooEnvs:
         if costs is not None:
             infos["cost"] = costs
         self._add_state(infos)
+        if final_rows and self._has_state:
+            # Rows that ended while their env went on already hold the state of their last step.
+            fs = infos["global_state"].copy()
+            for e, state in final_states.items():
+                fs[e * A: (e + 1) * A] = state
+            infos["final_global_state"] = fs
         return self.observations, self.rewards, self.terminals, self.truncations, infos
+
+    def reset_group(self, env_ids: Sequence[int], seed: int) -> Infos:
+        """Restart the envs `env_ids` with `env.reset(seed=seed)` each; returns reset infos."""
+        if self.group_reset_error:
+            raise PufferError(self.group_reset_error)
+        A = self.agents_per_env
+        for e in env_ids:
+            obs, _ = self.envs[e].reset(seed=int(seed))
+            self._write_obs(e, obs)
+            self._write_state(e)
+            rows = slice(e * A, (e + 1) * A)
+            self.rewards[rows] = 0
+            self.terminals[rows] = self.truncations[rows] = False
+            self._returns[rows] = self._lengths[rows] = self._costs[rows] = 0
+        infos: Infos = {"episodes": []}
+        self._add_state(infos)
+        return infos
 
     def close(self) -> None:
         """Close every env."""
@@ -635,6 +746,14 @@ class FlatNative:
             # A layout we cannot alias (structured records): the env writes its own array, we flatten it.
             native_buffers["observations"] = np.zeros((self.num_agents,) + row_shape, native_dtype)
         self.env = cls(num_envs, seed=seed, buffers=native_buffers, **kwargs)
+        self.single_state_space = getattr(cls, "single_state_space", None)
+        self._state_dim = None if self.single_state_space is None else S.flatdim(self.single_state_space)
+        if not callable(getattr(self.env, "reset_group", None)):
+            self.group_reset_error = f"{self.name}: this native env has no reset_group method"
+        elif not getattr(cls, "supports_group_reset", True):
+            self.group_reset_error = f"{self.name} cannot restart a group of envs from one seed"
+        else:
+            self.group_reset_error = None
         box_shape = cls.single_action_space.shape if isinstance(cls.single_action_space, S.Box) else None
         self._action_shape = (self.num_agents,) + box_shape if box_shape and len(box_shape) != 1 else None
 
@@ -652,7 +771,20 @@ class FlatNative:
         obs, infos = self.env.reset(seed)
         if not self._direct:
             self._flatten(obs)
+        infos.setdefault("episodes", [])
+        check_channels(infos, self.num_agents, self.name, self._state_dim)
         return self.observations, infos
+
+    def reset_group(self, env_ids: Sequence[int], seed: int) -> Infos:
+        """Restart the native envs `env_ids` from the initial state `seed` gives (`NativeEnv.reset_group`)."""
+        if self.group_reset_error:
+            raise PufferError(self.group_reset_error)
+        infos = self.env.reset_group(list(env_ids), seed)
+        if not self._direct:
+            self._flatten(self.env.observations)
+        infos.setdefault("episodes", [])
+        check_channels(infos, self.num_agents, self.name, self._state_dim)
+        return infos
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Step the native env (it validates its own actions)."""
@@ -666,6 +798,7 @@ class FlatNative:
                 infos["final_observation"] = self._flatten_into(fo, np.empty_like(self.observations))
         elif fo is not None and fo.ndim != 2:
             infos["final_observation"] = fo.reshape(self.num_agents, -1)
+        check_channels(infos, self.num_agents, self.name, self._state_dim)
         return self.observations, self.rewards, self.terminals, self.truncations, infos
 
     def state_dict(self) -> dict[str, Any]:

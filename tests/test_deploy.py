@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,90 @@ def test_onnxruntime_backend_compiles_forward_code_through_onnx() -> None:
     got = be.compile(step)(params, obs)  # traced to ONNX, run by onnxruntime
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+class ContextPolicy:
+    """A fake recurrent policy whose state is a sliding context `[B, K, D]` of embedded observations plus `[B, 2]`.
+
+    Each step drops the oldest of the K entries and appends `obs @ w`; the logits read the whole context.
+    """
+
+    recurrent = True
+    K, D = 3, 5
+
+    def __init__(self) -> None:
+        from puffer.policies import ActionHead
+
+        self.head = ActionHead.for_space(DISCRETE)
+
+    def init(self, be, seed):
+        rng = np.random.default_rng(seed)
+        return {"w": rng.standard_normal((4, self.D)).astype(np.float32),
+                "u": rng.standard_normal((self.D, 3)).astype(np.float32)}
+
+    def initial_state(self, be, batch):
+        return (be.xp.zeros((batch, self.K, self.D), dtype=be.xp.float32), be.xp.zeros((batch, 2), dtype=be.xp.float32))
+
+    def step(self, be, params, obs, state):
+        xp = be.xp
+        ctx, count = state
+        ctx = xp.concat([ctx[:, 1:], xp.expand_dims(obs @ params["w"], axis=1)], axis=1)
+        summary = xp.sum(ctx * xp.asarray([0.25, 0.5, 1.0], dtype=xp.float32)[:, None], axis=1)  # [B, D]
+        logits = summary @ params["u"]
+        return (logits, None, None), xp.sum(summary, axis=1), (ctx, count + 1.0)
+
+
+def test_state_of_any_shape_exports_and_deploys(tmp_path: Path) -> None:
+    """A [B, K, D] context (next to a [B, 2] state) is a graph input and output; deploy carries it exactly."""
+    from puffer.deploy import FORMAT_VERSION, META
+    from puffer.export import build_model, state_metadata
+
+    policy = ContextPolicy()
+    params = policy.init(None, 0)
+    meta = {META["format"]: str(FORMAT_VERSION), META["observation_space"]: json.dumps(OBS.to_json()),
+            META["action_space"]: json.dumps(DISCRETE.to_json()), META["state"]: state_metadata(policy),
+            META["head"]: json.dumps({"action_dim": 1, "num_discrete": 1, "num_continuous": 0,
+                                      "noise_dim": policy.head.noise_dim})}
+    assert json.loads(meta[META["state"]]) == [["state0", [3, 5]], ["state1", [2]]]
+    model = build_model(policy, params, OBS, metadata=meta)
+    ctx_input = model.graph.input[1]
+    assert ctx_input.name == "state0"
+    assert [d.dim_param or d.dim_value for d in ctx_input.type.tensor_type.shape.dim] == ["batch", 3, 5]
+    path = tmp_path / "context.onnx"
+    path.write_bytes(model.SerializeToString())
+
+    deployed = Policy.load(path)
+    assert deployed.recurrent and [s.shape for s in deployed.initial_state(2)] == [(2, 3, 5), (2, 2)]
+    ref_be = puffer.backend("numpy")
+    ref_state = policy.initial_state(ref_be, 2)
+    state = deployed.initial_state(2)
+    obs = np.random.default_rng(1).standard_normal((4, 2, 4)).astype(np.float32)
+    for t in range(4):
+        action, state = deployed.act(obs[t], state)
+        dist, _, ref_state = policy.step(ref_be, params, obs[t], ref_state)
+        np.testing.assert_array_equal(action, np.argmax(dist[0], axis=1))
+        for got, want in zip(state, ref_state):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert state[0].shape == (2, 3, 5) and state[1][0, 0] == 4.0
+    _, fresh = deployed.act(obs[0], state, starts=np.array([1.0, 0.0], np.float32))  # row 0 starts over
+    np.testing.assert_allclose(fresh[1][:, 0], [1.0, 5.0])
+    np.testing.assert_array_equal(fresh[0][0, :2], 0.0)
+    with pytest.raises(ExportError, match=r"state 'state0' must be float32\[2, 3, 5\], got float32\[2, 5\]"):
+        deployed.act(obs[0], (np.zeros((2, 5), np.float32), state[1]))
+
+
+def test_old_state_metadata_form_still_loads(tmp_path: Path) -> None:
+    """Exports written before state shapes were general recorded `[[name, hidden]]`."""
+    path = exported(tmp_path, kind="lstm")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "puffer.state":
+            assert json.loads(prop.value) == [["h", [8]], ["c", [8]]]
+            prop.value = json.dumps([["h", 8], ["c", 8]])
+    old = tmp_path / "old.onnx"
+    old.write_bytes(model.SerializeToString())
+    policy, current = Policy.load(old), Policy.load(path)
+    obs = np.ones((3, 4), np.float32)
+    assert [s.shape for s in policy.initial_state(3)] == [(3, 8), (3, 8)]
+    np.testing.assert_array_equal(policy.act(obs, policy.initial_state(3))[0],
+                                  current.act(obs, current.initial_state(3))[0])

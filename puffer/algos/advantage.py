@@ -24,15 +24,15 @@ def _next_values(be: Backend, values: Array, next_value: Array) -> Array:
 def _reverse_discounted_sum(be: Backend, deltas: Array, decay: Array) -> Array:
     """out[:, t] = deltas[:, t] + decay[:, t] * out[:, t + 1], computed right to left."""
     xp = be.xp
-    xs = (xp.flip(xp.matrix_transpose(deltas), axis=0), xp.flip(xp.matrix_transpose(decay), axis=0))
 
     def step(carry, x):
         delta, k = x
         out = delta + k * carry
         return out, out
 
-    _, ys = be.scan(step, xp.zeros_like(deltas[:, 0]), xs)
-    return xp.matrix_transpose(xp.flip(ys, axis=0))
+    xs = (xp.matrix_transpose(deltas), xp.matrix_transpose(decay))
+    _, ys = be.scan(step, xp.zeros_like(deltas[:, 0]), xs, reverse=True)
+    return xp.matrix_transpose(ys)
 
 
 def gae(be: Backend, rewards: Array, values: Array, next_value: Array, dones: Array,

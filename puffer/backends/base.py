@@ -135,16 +135,23 @@ class Backend:
     def take_along_axis(self, x: Array, idx: Array, axis: int = -1) -> Array:
         return self.xp.take_along_axis(x, idx, axis=axis)
 
-    def scan(self, f: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
-        """lax.scan semantics: loop `carry, y = f(carry, x)` over the leading axis of `xs`."""
+    def scan(self, f: Callable, carry: Any, xs: Any, reverse: bool = False) -> tuple[Any, Any]:
+        """lax.scan semantics: loop `carry, y = f(carry, x)` over the leading axis of `xs`.
+
+        `reverse=True` visits the elements from last to first; the outputs stay stacked in the
+        original order (`ys[t]` is the output of step `t`), as with `lax.scan(..., reverse=True)`.
+        """
         from puffer.tree import flatten, unflatten
 
         leaves, spec = flatten(xs)
         length = leaves[0].shape[0]
+        order = range(length - 1, -1, -1) if reverse else range(length)
         ys = []
-        for t in range(length):
+        for t in order:
             carry, y = f(carry, unflatten(spec, [leaf[t] for leaf in leaves]))
             ys.append(y)
+        if reverse:
+            ys.reverse()
         y_leaves = [flatten(y)[0] for y in ys]
         if not y_leaves or not y_leaves[0]:
             return carry, None

@@ -76,8 +76,8 @@ class JaxBackend(Backend):
     def one_hot(self, idx, n, dtype=None):
         return jax.nn.one_hot(idx, n, dtype=dtype or jnp.float32)
 
-    def scan(self, f, carry, xs):
-        return jax.lax.scan(f, carry, xs)
+    def scan(self, f, carry, xs, reverse=False):
+        return jax.lax.scan(f, carry, xs, reverse=bool(reverse))
 
     # ---- gradients and compilation ----------------------------------------------------------
     def value_and_grad(self, f: Callable, has_aux: bool = False) -> Callable:

@@ -24,6 +24,25 @@ The contract the vector layer and the trainers rely on:
   are fresh copies.
 - `reset(seed)` makes everything after it deterministic; `reset()` without a seed continues the
   generator seeded at construction.
+- Global state (optional): an env with a state for a centralised critic sets the class attribute
+  `single_state_space` (a 1-D float32 Box of size S; `None`, the default, means no state) and puts
+  `infos["global_state"]` float32 `[rows, S]` (each agent's row holds its env's state) in the infos
+  of every reset and step, plus `infos["final_global_state"]` whenever `final_observation` is
+  there: the state of the true last step for ended rows (other rows: `global_state`).
+- Per-step channels (optional): per-row float32 `[rows]` arrays such as `infos["cost"]`, present
+  in every reset and step of an env that has them; episodes then carry the sum (`episode_cost`).
+- Grouped reset: `reset_group(envs, seed)` restarts the given envs (env indices, not rows) so
+  that each of them starts from the same initial state, the one `seed` gives; the other envs are
+  untouched (their state and the env's generator are not advanced). Their rows' observations are
+  written into `observations`, their rewards/terminals/truncations cleared and their episode
+  bookkeeping restarted (the interrupted episodes are not reported); it returns the infos of a
+  reset (per-row arrays for all rows). The default implementation runs `_reset_rows` once per env
+  with a fresh generator seeded with `seed`, which is right whenever `_reset_rows` draws every
+  initial value from `self._rng`; an env that draws otherwise overrides `_reset_group_rows`, and one
+  that cannot sets `supports_group_reset = False` (then `reset_group` is an error naming it).
+  Randomness in `_step` and in later auto-resets still comes from the env's own generator, so
+  deterministic envs given identical actions replay one identical first episode in every env of
+  the group, while stochastic transitions and later episodes differ between them.
 - Actions are validated with vectorized checks; a bad action raises `SpaceError` naming the env,
   the expected space and what was given. Discrete actions must be integers in range; Box actions
   must be finite floats and are clipped to the box (as SB3 and gymnasium's `ClipAction` do,
@@ -53,6 +72,8 @@ class NativeEnv(abc.ABC):
     solved_return: ClassVar[float]
     optimal_return: ClassVar[float]
     max_return: ClassVar[float | None] = None
+    single_state_space: ClassVar[Any] = None
+    supports_group_reset: ClassVar[bool] = True
 
     def __init__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -187,9 +208,33 @@ class NativeEnv(abc.ABC):
         self.truncations[:] = False
         self.masks[:] = True
         self._reset_rows(np.arange(self.num_agents))
-        infos: Infos = {}
+        infos: Infos = {"episodes": []}
         self._add_infos(infos)
         return self.observations, infos
+
+    def reset_group(self, envs: Any, seed: int) -> Infos:
+        """Restart `envs` (env indices) from the one initial state `seed` gives; returns reset infos."""
+        if not self.supports_group_reset:
+            raise PufferError(f"{self.name} cannot restart a group of envs from one seed (supports_group_reset "
+                              "is False)")
+        envs = np.asarray(envs, np.int64).reshape(-1)
+        if envs.size and (envs.min() < 0 or envs.max() >= self.num_envs):
+            raise PufferError(f"{self.name}: reset_group env indices must be in [0, {self.num_envs}), got "
+                              f"{envs.tolist()}")
+        n = self.agents_per_env
+        env_rows = [np.arange(e * n, (e + 1) * n) for e in envs.tolist()]
+        if env_rows:
+            rows = np.concatenate(env_rows)
+            self._reset_group_rows(env_rows, int(seed))
+            self._episode_return[rows] = 0
+            self._episode_length[rows] = 0
+            self.rewards[rows] = 0
+            self.terminals[rows] = False
+            self.truncations[rows] = False
+            self.masks[rows] = True
+        infos: Infos = {"episodes": []}
+        self._add_infos(infos)
+        return infos
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Advance every env one step; ended rows restart at once (see the module docstring)."""
@@ -290,6 +335,17 @@ class NativeEnv(abc.ABC):
     @abc.abstractmethod
     def _step(self, actions: np.ndarray) -> None:
         """Advance all envs; write the true next observations, rewards, terminals, truncations."""
+
+    def _reset_group_rows(self, env_rows: list[np.ndarray], seed: int) -> None:
+        """Hook: start each env's `rows` from the initial state `seed` gives (same for every env)."""
+        saved = self._rng
+        try:
+            for rows in env_rows:
+                # A fresh generator per env: each draws the same numbers; the env's own stream is left as is.
+                self._rng = np.random.Generator(np.random.PCG64(seed))
+                self._reset_rows(rows)
+        finally:
+            self._rng = saved
 
     def _before_reset(self, infos: Infos, rows: np.ndarray) -> None:
         """Save what the ended `rows` looked like before they restart (the last observation)."""

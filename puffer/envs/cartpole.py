@@ -90,7 +90,15 @@ class CartPole(NativeEnv):
         return out
 
     def _reset_rows(self, rows: np.ndarray) -> None:
-        fresh = self._uniform(4 * len(rows)).reshape(4, len(rows))
+        self._start(rows, self._uniform(4 * len(rows)).reshape(4, len(rows)))
+
+    def _reset_group_rows(self, env_rows: list[np.ndarray], seed: int) -> None:
+        # Not from the pool: its remaining draws belong to the other envs' future resets.
+        draw = np.random.Generator(np.random.PCG64(seed)).random(4, dtype=np.float32) * f32(0.1) - f32(0.05)
+        rows = np.concatenate(env_rows)
+        self._start(rows, np.repeat(draw[:, None], len(rows), axis=1))
+
+    def _start(self, rows: np.ndarray, fresh: np.ndarray) -> None:
         self.state[:, rows] = fresh
         self._steps[rows] = 0
         self.observations[rows] = fresh.T

@@ -99,6 +99,10 @@ class Hazard(NativeEnv):
         self._cost[:] = 0.0
         return super().reset(seed)
 
+    def _reset_group_rows(self, env_rows: list[np.ndarray], seed: int) -> None:
+        super()._reset_group_rows(env_rows, seed)
+        self._cost[np.concatenate(env_rows)] = 0.0  # a fresh start has no cost yet, as after reset()
+
     def _write_obs(self, rows: np.ndarray | slice) -> None:
         pos = self._pos[rows]
         to_hazard = self._hazard[rows] - pos

@@ -21,7 +21,7 @@ from puffer.deploy import FORMAT_VERSION, META
 from puffer.errors import ExportError
 from puffer.policies import LSTMPolicy, Policy, from_spec
 
-__all__ = ["export", "build_model", "state_names"]
+__all__ = ["export", "build_model", "state_names", "state_metadata"]
 
 BATCH = "batch"
 
@@ -30,6 +30,12 @@ def state_names(policy: Policy) -> tuple[str, ...]:
     """Graph input names of the recurrent state (LSTM: h, c); outputs append `_out`."""
     n = len(policy.initial_state(puffer.backend("numpy"), 1))
     return ("h", "c") if isinstance(policy, LSTMPolicy) else tuple(f"state{i}" for i in range(n))
+
+
+def state_metadata(policy: Policy) -> str:
+    """The `puffer.state` metadata: `[[name, [dims...]], ...]`, each state's shape after the batch axis."""
+    shapes = [[int(d) for d in s.shape[1:]] for s in policy.initial_state(puffer.backend("numpy"), 1)]
+    return json.dumps([[n, dims] for n, dims in zip(state_names(policy), shapes)])
 
 
 def _norm_constants(obs_norm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +67,7 @@ def build_model(policy: Policy, params: dict[str, np.ndarray], observation_space
     with be.trace():
         obs = be.input("obs", observation_space.dtype, (BATCH, obs_dim))
         state_init = policy.initial_state(puffer.backend("numpy"), 1)
-        state = tuple(be.input(n, np.float32, (BATCH, s.shape[-1])) for n, s in zip(names, state_init))
+        state = tuple(be.input(n, np.float32, (BATCH, *s.shape[1:])) for n, s in zip(names, state_init))
         noise = be.input("noise", np.float32, (BATCH, head.noise_dim)) if sample_graph else None
         p = {k: be.param(k, np.asarray(v, np.float32)) for k, v in sorted(params.items())}
         x = xp.astype(obs, xp.float32)
@@ -103,8 +109,6 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
     policy = from_spec(obs_space, act_space, spec)
     obs_norm = groups.get("obs_norm")
     head = policy.head
-    names = state_names(policy)
-    hidden = [int(s.shape[-1]) for s in policy.initial_state(puffer.backend("numpy"), 1)]
     norm_meta = None
     if obs_norm is not None:
         norm_meta = {"mean": np.asarray(obs_norm["mean"]).tolist(), "var": np.asarray(obs_norm["var"]).tolist(),
@@ -122,7 +126,7 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
         META["policy"]: json.dumps({**spec, "recurrent": policy.recurrent, "algo": manifest.get("algo", "ppo")}),
         META["head"]: json.dumps({"action_dim": head.action_dim, "num_discrete": head.num_discrete,
                                   "num_continuous": head.num_continuous, "noise_dim": head.noise_dim}),
-        META["state"]: json.dumps([[n, h] for n, h in zip(names, hidden)]),
+        META["state"]: state_metadata(policy),
         META["sample_graph"]: json.dumps(bool(sample_graph)),
         META["step"]: str(manifest.get("step")),
     }

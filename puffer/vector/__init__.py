@@ -35,10 +35,30 @@ The contract every backend keeps (the trainer relies on it):
   returned observation). Bootstrap from it on truncation. Termination and truncation stay distinct.
 * `infos` is a dict: `infos["episodes"]` always, a list with one dict per episode finished (per agent
   for multi-agent envs) holding at least `episode_return` (float) and `episode_length` (int), plus
-  env extras (`episode_cost`, `success`, `agent`, ...); optional per-row arrays: `cost` float32
-  `[rows]` (constrained envs), `global_state` `[rows, S]` (cooperative multi-agent envs) and
-  `final_observation` as above. Other values an env puts in infos pass through (from the first
-  worker that reports them).
+  env extras (`episode_cost`, `success`, `agent`, ...); optional per-row arrays (rows follow
+  `env_ids` in `recv`): `cost` float32 `[rows]` (constrained envs: Hazard, gymnasium envs with
+  `info["cost"]` or safety-gymnasium's 6-tuple `step`; episodes then carry `episode_cost`; a cost
+  that is not one number per env step is a `SpaceError` naming the env), `global_state` and
+  `final_global_state` (below) and `final_observation` as above. Other values an env puts in
+  infos pass through (from the first worker that reports them).
+* Global state: `single_state_space` is a 1-D float32 `Box` of size S, or None when the env has no
+  state (single-agent gymnasium envs, most native envs). When it is a Box, `infos["global_state"]`
+  float32 `[rows, S]` is in the infos of every reset and step (each agent's row holds its env's
+  state: native envs that declare it, e.g. Landmarks, and PettingZoo parallel envs through
+  `state()` and `state_space`), and whenever `final_observation` is, `infos["final_global_state"]`
+  holds the state of the true final step for ended rows (other rows: `global_state`).
+* Grouped reset: `reset_group(env_ids, seed) -> (obs, infos)` restarts the envs `env_ids` (env
+  indices in [0, num_envs), not agent rows; sync use only, not with async batches in flight) so
+  that every one of them starts from the initial state that `seed` gives; other envs are untouched.
+  It returns the new observations of those envs' rows `[len(env_ids) * agents_per_env, D]` (env by
+  env, a copy) and reset-time infos for those rows (`episodes` empty, `global_state` if any); the
+  observation buffer that `step` returns holds them too. Their rewards, terminals and truncations
+  are cleared, their episode returns and lengths restart, and the interrupted episodes are not
+  reported. Gymnasium and PettingZoo envs call `env.reset(seed=seed)` per env, so G envs with
+  identical actions replay identical trajectories, later episodes included; native envs replay
+  their first episode (see `NativeEnv.reset_group`: later starts and stochastic transitions come
+  from the env's own generator). An env that cannot (a reset without `seed`, a native env with
+  `supports_group_reset = False`) is a `PufferError` naming it.
 * Bad input raises a `puffer.errors.PufferError`: wrong action shape, dtype or range -> `SpaceError`
   naming the env, the expected space and what was given; a NaN/inf observation -> `SpaceError`
   unless `check_finite=False`; a space with a leaf puffer cannot flatten -> `SpaceError` naming the

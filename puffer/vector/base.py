@@ -107,12 +107,15 @@ class VecEnv(abc.ABC):
     single_observation_space: S.Box
     single_action_space: S.Space
     structured_observation_space: S.Space
+    single_state_space: S.Box | None
     check_finite: bool
 
     def _init_spaces(self, flat_env: Any) -> None:
         self.single_observation_space = flat_env.single_observation_space
         self.single_action_space = flat_env.single_action_space
         self.structured_observation_space = flat_env.structured_observation_space
+        self.single_state_space = getattr(flat_env, "single_state_space", None)
+        self._group_reset_error = getattr(flat_env, "group_reset_error", None)
         self.action_emulator = flat_env.actions
         self.agents_per_env = int(flat_env.agents_per_env)
         self.num_agents = self.num_envs * self.agents_per_env
@@ -152,6 +155,30 @@ class VecEnv(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release envs, processes and shared memory (idempotent)."""
+
+    def reset_group(self, env_ids: Any, seed: int) -> tuple[np.ndarray, Infos]:
+        """Restart envs `env_ids` from the one initial state `seed` gives; returns (their obs rows, infos)."""
+        raise PufferError(f"{self.name}: the {type(self).__name__} vector backend has no grouped reset")
+
+    def _group(self, env_ids: Any, seed: Any) -> np.ndarray:
+        """Checked env indices of a `reset_group` call (unique, in range), or a PufferError."""
+        if self._group_reset_error:
+            raise PufferError(self._group_reset_error)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise PufferError(f"{self.name}: reset_group needs an integer seed (the one all the envs start "
+                              f"from), got {seed!r}")
+        ids = np.asarray(env_ids).reshape(-1)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise PufferError(f"{self.name}: reset_group env_ids must be integer env indices, got {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs or len(np.unique(ids)) != ids.size):
+            raise PufferError(f"{self.name}: reset_group env_ids must be distinct env indices (not agent rows) in "
+                              f"[0, {self.num_envs}), got {ids.tolist()}")
+        return ids
+
+    def _group_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The agent rows of envs `ids`, env by env."""
+        return (ids[:, None] * self.agents_per_env + np.arange(self.agents_per_env)).reshape(-1)
 
     def __enter__(self) -> VecEnv:
         return self

@@ -37,7 +37,7 @@ import numpy as np
 from puffer.errors import PufferError
 from puffer.vector.base import EnvFactory, Infos, VecEnv, WorkerError, check_num_envs, divisors
 
-_STEP, _RESET, _CLOSE = b"s", b"r", b"c"
+_STEP, _RESET, _GROUP, _CLOSE = b"s", b"r", b"g", b"c"
 _ALIGN = 64
 
 
@@ -111,6 +111,11 @@ def _worker(index: int, conn: Any, inherited: list[Any], raw: Any, layout: dict,
             elif msg[:1] == _RESET:
                 s = pickle.loads(msg[1:])
                 _, infos = env.reset(_worker_seed(factory, s, index, env_offset))
+                conn.send_bytes(_pack(infos, env.terminals, env.truncations, rows))
+            elif msg[:1] == _GROUP:
+                local_ids, s = pickle.loads(msg[1:])
+                # The same seed in every worker: the group starts from one state wherever its envs live.
+                infos = env.reset_group(local_ids, s)
                 conn.send_bytes(_pack(infos, env.terminals, env.truncations, rows))
             else:
                 break
@@ -338,9 +343,12 @@ class Multiprocessing(VecEnv):
                 row_parts.setdefault(key, []).append((offset, value))
             for key, value in extra.items():
                 infos.setdefault(key, value)
-        for key, parts in row_parts.items():
+        for key in sorted(row_parts, key=lambda k: k.startswith("final_")):
+            parts = row_parts[key]
             sample = parts[0][1]
-            arr = np.zeros((hi - lo,) + sample.shape[1:], sample.dtype)
+            base = infos.get(key[len("final_"):]) if key.startswith("final_") else None
+            # A final_X array (final_global_state) holds X for the rows of workers where nothing ended.
+            arr = base.copy() if base is not None else np.zeros((hi - lo,) + sample.shape[1:], sample.dtype)
             for offset, value in parts:
                 arr[offset: offset + len(value)] = value
             infos[key] = arr
@@ -434,6 +442,37 @@ class Multiprocessing(VecEnv):
         self._received = None
         self._busy[g] = self._seq
         self._seq += 1
+
+    def reset_group(self, env_ids: Any, seed: int) -> tuple[np.ndarray, Infos]:
+        """Restart envs `env_ids` from the one initial state `seed` gives; returns (their obs rows, infos).
+
+        Only the workers holding those envs take part; it needs no async batch in flight.
+        """
+        self._check_open()
+        if self._busy or self._received is not None:
+            raise PufferError(f"{self.name}: reset_group() while async batches are in flight; finish the "
+                              "recv()/send() cycle or call reset() first")
+        ids = self._group(env_ids, seed)
+        per_worker = self.num_envs // self.num_workers
+        local: dict[int, list[int]] = {}
+        for e in ids.tolist():
+            local.setdefault(e // per_worker, []).append(e % per_worker)
+        for w, envs in local.items():
+            self._send([w], _GROUP + pickle.dumps((envs, int(seed))))
+        self._wait(set(local))
+        worker_rows: dict[int, dict[str, np.ndarray]] = {}
+        for w in local:
+            data = self._results.pop(w)
+            worker_rows[w] = pickle.loads(data)[2] if data else {}
+        rows = self._group_rows(ids)
+        infos: Infos = {"episodes": []}
+        keys = set.intersection(*(set(r) for r in worker_rows.values())) if worker_rows else set()
+        rpw = self.rows_per_worker
+        for key in sorted(keys):  # per-row arrays (global_state, cost) of the group's rows, in their order
+            infos[key] = np.stack([worker_rows[r // rpw][key][r % rpw] for r in rows.tolist()])
+        obs = self.observations[rows]
+        self._check_obs(obs)
+        return obs, infos
 
     def close(self) -> None:
         """Stop the workers (terminating any that hang) and release the shared memory; idempotent."""

@@ -10,6 +10,11 @@ from puffer.errors import PufferError
 from puffer.vector.base import EnvFactory, Infos, VecEnv, check_num_envs
 
 
+def _rows_of(infos: Infos, rows: np.ndarray, num_rows: int) -> Infos:
+    """`infos` with its per-row arrays cut down to `rows`."""
+    return {k: v[rows] if isinstance(v, np.ndarray) and v.shape[:1] == (num_rows,) else v for k, v in infos.items()}
+
+
 class Serial(VecEnv):
     """All envs in this process; `async_reset`/`recv`/`send` work too, with one batch of all rows."""
 
@@ -64,6 +69,17 @@ class Serial(VecEnv):
             raise PufferError(f"{self.name}: recv() needs an async_reset() or send() first")
         out, self._pending = self._pending, None
         return (*out, self._env_ids, self.env.masks)
+
+    def reset_group(self, env_ids: Any, seed: int) -> tuple[np.ndarray, Infos]:
+        """Restart envs `env_ids` from the one initial state `seed` gives; returns (their obs rows, infos)."""
+        if self._pending is not None:
+            raise PufferError(f"{self.name}: reset_group() between send()/async_reset() and recv(); recv() first")
+        ids = self._group(env_ids, seed)
+        infos = self.env.reset_group(ids.tolist(), int(seed))
+        rows = self._group_rows(ids)
+        obs = self.env.observations[rows]
+        self._check_obs(obs)
+        return obs, _rows_of(infos, rows, self.num_agents)
 
     def state_dict(self) -> dict[str, Any]:
         """The state of every env, for exact resume (native envs only; gymnasium envs cannot save theirs)."""
