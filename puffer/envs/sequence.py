@@ -31,6 +31,7 @@ class Sequence(NativeEnv):
     solved_return = 0.9
     optimal_return = 1.0
     max_return = 1.0
+    max_episode_steps: ClassVar[int] = length
 
     def __init__(self, num_envs: int, seed: int | None = None, buffers: dict[str, np.ndarray] | None = None):
         super().__init__(num_envs, seed, buffers)
