@@ -25,8 +25,11 @@ import numpy as np
 from puffer.errors import PufferError
 
 
-def check_groups(env: Any, env_name: str, group_size: int, sync: bool) -> int:
-    """The number of groups `env` splits into, or a PufferError naming what does not work."""
+def check_groups(env: Any, env_name: str, group_size: int, sync: bool, seed: int) -> int:
+    """The number of groups `env` splits into, or a PufferError naming what does not work.
+
+    It resets the env and tries one grouped reset, so an env that cannot is an error before training.
+    """
     num_envs = int(env.num_envs)
     ok = [d for d in range(2, num_envs + 1) if num_envs % d == 0]
     if group_size < 2 or num_envs % group_size:
@@ -35,10 +38,14 @@ def check_groups(env: Any, env_name: str, group_size: int, sync: bool) -> int:
     if not sync:
         raise PufferError(f"{env_name}: whole-episode groups need synchronous stepping (vec_batch_size = num_envs), "
                           "not asynchronous batches")
-    if not callable(getattr(env, "reset_group", None)) or getattr(env, "_group_reset_error", None):
-        reason = getattr(env, "_group_reset_error", None) or "it has no reset_group"
+    try:
+        if not callable(getattr(env, "reset_group", None)):
+            raise PufferError(f"{type(env).__name__} has no reset_group")
+        env.reset(seed=seed)
+        env.reset_group(np.arange(group_size), seed)
+    except PufferError as e:
         raise PufferError(f"env {env_name} cannot restart a group of envs from one seed, which episode groups "
-                          f"need: {reason}")
+                          f"need ({e})") from e
     return num_envs // group_size
 
 

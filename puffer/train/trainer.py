@@ -135,7 +135,7 @@ class Trainer(RolloutMixin, EpisodesMixin):
             raise PufferError(f"{self.algo}: data source {plan.data!r} is not one this puffer runs "
                               f"({', '.join(DATA_SOURCES)})")
         if plan.data == EPISODES:
-            check_groups(self.env, self.env_name, plan.group_size, self.sync)
+            check_groups(self.env, self.env_name, plan.group_size, self.sync, self.config.seed)
         self.segment = plan.segment
         total = self.rows * plan.rollout_len
         if total % plan.minibatch_size or plan.minibatch_size % self.segment:
