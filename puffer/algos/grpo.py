@@ -48,6 +48,8 @@ EPS = 1e-4  # TRL's epsilon in the std scaling
 class GRPOConfig(RunConfig):
     """GRPO hyperparameters; the defaults reach a CartPole return of 400 within 300k env steps."""
 
+    num_envs: int = 32
+    """Environments stepped together: num_envs / group_size groups of episodes per update."""
     hidden_size: int = 64
     """Width of the hidden layers of the policy MLP."""
     num_layers: int = 2
