@@ -15,8 +15,7 @@ import puffer
 import puffer.algos  # noqa: F401  (registers GRPO)
 from puffer import spaces
 from puffer.algos import GRPO
-from puffer.algos.grpo import (GRPOStatic, aggregation_weights, group_advantages, grpo_loss, k3_kl,
-                               stepwise_advantages)
+from puffer.algos.grpo import GRPOStatic, aggregation_weights, group_advantages, grpo_loss, k3_kl, stepwise_advantages
 from puffer.envs.base import NativeEnv
 from puffer.envs.sequence import Sequence
 from puffer.errors import PufferError

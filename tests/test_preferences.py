@@ -3,7 +3,8 @@
 The learning case (torch only, to keep the suite's budget): 3,000 pairs of 25-step CartPole
 segments from a uniform random policy, labelled by CartPole's true reward (1 per step until the
 pole falls), a reward model fitted by `puffer preferences fit`, then GRPO trained on the model's
-rewards only reaches a true mean return of 400 (measured here: seeds 0-2 at 140k-200k env steps).
+rewards only reaches a true mean return of 400 (measured here with 10 fitting epochs, seeds 0-2:
+held-out pair accuracy 0.996-1.0, return 400 at 106k, 166k and 111k env steps).
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ frozen with 0, and checkpointed). Aggregation (`--loss-type`): `grpo` averages e
 steps, then the episodes (a length bias); `dapo` averages all steps of the batch; `dr_grpo` sums
 and divides by a constant, episodes times `max_episode_len`.
 
-Measured here (torch, one seed each of 0-2 on a loaded 2-core machine, defaults but as noted):
-Bandit best-arm probability >= 0.9 within 5k env steps; `sequence` 90% success within 20k-40k env
-steps (lr 1e-2); CartPole mean return >= 400 within 110k-230k env steps (counting the steps rows
-take after their episode ended, which GRPO discards).
+Measured here (torch, defaults: 32 envs in 4 groups of 8, seeds 0-2, a loaded 2-core machine):
+Bandit best-arm probability 1.0 after 3k env steps (all seeds); `sequence` 90% greedy success
+first seen at 2.9k-3.8k env steps, 97.5-99% sampled success after 15k; CartPole mean return >= 400
+(last 20 episodes) at 100k, 204k and 140k env steps, counting the steps rows take after their
+episode ended, which GRPO discards (with 64 envs: 189k, 316k, 327k, hence the 32-env default).
 """
 
 from __future__ import annotations

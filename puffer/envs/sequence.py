@@ -20,8 +20,8 @@ class Sequence(NativeEnv):
     The observation is the prompt one-hot (`length * vocab`) followed by the position one-hot
     (`length`). A uniform policy succeeds with probability vocab**-length (1/64) and returns 1/4;
     the optimum is 1, solved at 0.9. The prompt is drawn from the env's generator, so a grouped
-    reset gives every env of a group the same prompt. Measured with puffer's GRPO (torch, 64 envs
-    in groups of 8): 90% success after about 15k env steps.
+    reset gives every env of a group the same prompt. Measured with puffer's GRPO (torch, 32 envs
+    in groups of 8, seeds 0-2): 90% greedy success first at 2.9k-3.8k env steps.
     """
 
     length: ClassVar[int] = 3
