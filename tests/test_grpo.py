@@ -239,3 +239,23 @@ def test_sequence_verifier() -> None:
     for _ in range(3):
         _, r, d, _, infos = env.step(env.oracle_actions())
     assert d.all() and (r == 1).all() and all(e["success"] == 1 for e in infos["episodes"])
+
+
+def test_cli_train_resume_matches_straight_run_and_exports(tmp_path) -> None:
+    from puffer.cli import main
+
+    flags = ["--algo", "grpo", "--backend", "torch", "--kl-coef", "0.02", "--loss-type", "dr_grpo", "--quiet"]
+    assert main(["train", "sequence", *flags, "--steps", "960", "--run-dir", str(tmp_path / "a")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "a"), "--steps", "1920", "--quiet"]) == 0
+    assert main(["train", "sequence", *flags, "--steps", "1920", "--run-dir", str(tmp_path / "b")]) == 0
+    a = puffer.train.resume_trainer(tmp_path / "a")
+    b = puffer.train.resume_trainer(tmp_path / "b")
+    try:
+        assert a.global_step == b.global_step == 1920
+        for k, v in b.numpy_params().items():
+            np.testing.assert_allclose(a.numpy_params()[k], v, atol=1e-6, err_msg=k)
+    finally:
+        a.close()
+        b.close()
+    assert main(["export", str(tmp_path / "a"), "--to", str(tmp_path / "p.onnx")]) == 0
+    assert main(["eval", "--policy", str(tmp_path / "p.onnx"), "--episodes", "8"]) == 0
