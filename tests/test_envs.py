@@ -48,12 +48,12 @@ def rollout(env: NativeEnv, steps: int, seed: int, policy=None) -> list:
 def test_registry_and_describe():
     reg = registry()
     assert set(reg) == {"cartpole", "bandit", "memory", "password", "squared", "stochastic", "spaces",
-                        "continuous", "landmarks", "hazard"}
+                        "continuous", "landmarks", "hazard", "sequence"}
     assert all(issubclass(cls, NativeEnv) for cls in reg.values())
     reg.clear()  # a copy: the registry itself is unaffected
-    assert len(registry()) == 10
+    assert len(registry()) == 11
     lines = describe()
-    assert len(lines) == 10 and all(line.startswith(name) for line, name in zip(lines, NAMES))
+    assert len(lines) == 11 and all(line.startswith(name) for line, name in zip(lines, NAMES))
     assert all("\n" not in line for line in lines)
     with pytest.raises(KeyError, match="known: cartpole"):
         make("nope")

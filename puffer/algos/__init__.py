@@ -1,8 +1,10 @@
 """Algorithms, one module each, on the shared machinery of `puffer.train`: PPO (with GAE or live V-trace),
-PPO-Lagrangian (safe RL under a per-episode cost limit) and MAPPO (decentralized actors, centralized critic)."""
+PPO-Lagrangian (safe RL under a per-episode cost limit), MAPPO (decentralized actors, centralized critic)
+and GRPO (group-relative policy optimization, no critic)."""
 
+from puffer.algos.grpo import GRPO, GRPOConfig
 from puffer.algos.mappo import MAPPO, MAPPOConfig
 from puffer.algos.ppo import PPO, PPOConfig
 from puffer.algos.ppo_lagrangian import PPOLagrangian, PPOLagrangianConfig
 
-__all__ = ["MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "PPOLagrangian", "PPOLagrangianConfig"]
+__all__ = ["GRPO", "GRPOConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "PPOLagrangian", "PPOLagrangianConfig"]

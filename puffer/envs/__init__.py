@@ -14,10 +14,11 @@ from puffer.envs.cartpole import CartPole
 from puffer.envs.hazard import Hazard
 from puffer.envs.landmarks import Landmarks
 from puffer.envs.ocean import Bandit, Continuous, Memory, Password, Spaces, Squared, Stochastic
+from puffer.envs.sequence import Sequence
 
 __all__ = [
     "NativeEnv", "CartPole", "Bandit", "Memory", "Password", "Squared", "Stochastic", "Spaces", "Continuous",
-    "Landmarks", "Hazard", "registry", "describe", "make",
+    "Landmarks", "Hazard", "Sequence", "registry", "describe", "make",
 ]
 
 _REGISTRY: dict[str, type[NativeEnv]] = {
@@ -31,6 +32,7 @@ _REGISTRY: dict[str, type[NativeEnv]] = {
     "continuous": Continuous,
     "landmarks": Landmarks,
     "hazard": Hazard,
+    "sequence": Sequence,
 }
 
 

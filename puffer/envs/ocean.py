@@ -31,6 +31,7 @@ class Bandit(NativeEnv):
     solved_return = 0.7
     optimal_return = 0.8
     max_return = 1.0
+    max_episode_steps = 1
     p_best = 0.8
     p_other = 0.2
 

@@ -41,6 +41,8 @@ class RunConfig:
     """Normalize observations by running mean and variance (clipped to +-10), as SB3's VecNormalize."""
     env_kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the env constructor, as JSON."""
+    reward_model: str | None = None
+    """Directory of a reward model (`puffer preferences fit`) whose rewards replace the env's in training."""
 
     # field -> allowed values, and the fields that must be positive; subclasses extend both
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}

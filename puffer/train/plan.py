@@ -15,7 +15,8 @@ from typing import Any
 from puffer.backends.base import Params
 
 ROLLOUT = "rollout"
-DATA_SOURCES = (ROLLOUT,)
+EPISODES = "episodes"
+DATA_SOURCES = (ROLLOUT, EPISODES)
 
 
 @dataclass
@@ -80,7 +81,11 @@ class Plan:
     inputs: dict[str, int] = field(default_factory=dict)
     """Per-step env channels (`infos[name]`, `[rows, width]`) fed to `act`/`values` and stored as buffer fields."""
     data: str = ROLLOUT
-    """Where training data comes from: on-policy rollouts."""
+    """Where training data comes from: on-policy rollouts of `rollout_len` steps, or `episodes`: one whole
+    episode per row, rows in groups of `group_size` envs sharing a reset, `rollout_len` the longest kept
+    (see `puffer.train.episodes`)."""
+    group_size: int = 0
+    """Envs per group sharing one reset (data source `episodes`)."""
     before_update: Callable[[Any], dict[str, float]] | None = None
     """Host hook run after each rollout, before `prepare` (e.g. a Lagrange multiplier step); returns statistics."""
     early_stop: Callable[[dict[str, float]], bool] | None = None

@@ -163,8 +163,22 @@ class RolloutMixin:
             v = self.be.to_numpy(s) if rows is None else s
             dst[slice(None) if rows is None else rows, k] = v * (1.0 - starts)[:, None]
 
-    def _env_step(self, actions: np.ndarray) -> tuple:
-        return self.env.step(to_env_actions(self.env.single_action_space, actions))
+    def _model_rewards(self, obs: np.ndarray, actions: np.ndarray, rows: np.ndarray | None) -> None:
+        """With a reward model: its rewards for the step `rows` take now, kept until the env answers."""
+        if self.reward_model is not None:
+            self._pending_rewards[slice(None) if rows is None else rows] = self.reward_model.rewards(obs, actions)
+
+    def _env_rewards(self, rewards: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """The step's rewards: the env's, or the reward model's in their place."""
+        if self.reward_model is None:
+            return rewards
+        return self._pending_rewards.copy() if rows is None else self._pending_rewards[rows]
+
+    def _env_step(self, actions: np.ndarray, obs: np.ndarray) -> tuple:
+        """Step every row with `actions` taken in (unnormalized) `obs`."""
+        self._model_rewards(obs, actions, None)
+        obs, rewards, term, trunc, infos = self.env.step(to_env_actions(self.env.single_action_space, actions))
+        return obs, self._env_rewards(rewards, None), term, trunc, infos
 
     # ---- the two paths ----------------------------------------------------------------------
     def _rollout_sync(self) -> None:
@@ -180,7 +194,7 @@ class RolloutMixin:
                 mask = np.asarray(masks, np.float32)
             out = self._policy_step(self._obs, None, mask, self._inputs)
             self._store_step(slice(None), t, out, self._starts, mask)
-            self._obs, rewards, term, trunc, infos = self._env_step(out[:, :a])
+            self._obs, rewards, term, trunc, infos = self._env_step(out[:, :a], self._obs)
             self._inputs = self._inputs_of(infos, self.rows)
             channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, None)
             done = term | trunc
@@ -209,6 +223,7 @@ class RolloutMixin:
                 obs, rewards, term, trunc, infos, ids, masks = self.env.recv()
                 ids = np.asarray(ids)
                 inputs = self._inputs_of(infos, len(ids))
+                rewards = self._env_rewards(rewards, ids)
                 prev = counts[ids] - 1
                 ok = (prev >= 0) & (prev < T)
                 channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, ids)
@@ -231,6 +246,7 @@ class RolloutMixin:
             self._store_next_values(out[last][:, value_cols], ids[last])
             counts[ids] += 1
             self.global_step += int(keep.sum())
+            self._model_rewards(obs, out[:, :a], ids)
             self.env.send(to_env_actions(self.env.single_action_space, out[:, :a]))
         # rows that overshot keep their stored next value; rows exactly at T need one from this batch
         obs, ids, masks, inputs = self._pending

@@ -20,7 +20,8 @@ import puffer
 from puffer import checkpoint
 from puffer.errors import PufferError
 from puffer.train.buffers import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
-from puffer.train.plan import DATA_SOURCES, Algorithm, Plan
+from puffer.train.episodes import EpisodesMixin, check_groups
+from puffer.train.plan import DATA_SOURCES, EPISODES, Algorithm, Plan
 from puffer.train.rollout import RolloutMixin
 from puffer.tree import tree_map
 
@@ -61,7 +62,7 @@ def hyper_arrays(be: Any, values: dict[str, float]) -> dict[str, Any]:
     return {k: be.asarray(np.asarray(v, dtype=np.float32)) for k, v in values.items()}
 
 
-class Trainer(RolloutMixin):
+class Trainer(RolloutMixin, EpisodesMixin):
     """Trains any registered algorithm on any env and training backend; subclasses bind `algorithm`."""
 
     algorithm: Algorithm | None = None
@@ -108,6 +109,12 @@ class Trainer(RolloutMixin):
             self.episodes: collections.deque = collections.deque(maxlen=100)
             self.episodes_finished = 0
             self.history: list[dict[str, float]] = []
+            self.reward_model = None
+            if cfg.reward_model:
+                from puffer.preferences import load_reward_model
+
+                self.reward_model = load_reward_model(cfg.reward_model, self.env, self.env_name)
+            self._pending_rewards = np.zeros(self.rows, np.float32)
             self.plan: Plan = algorithm.declare(self, cfg)
             self._build()
         except BaseException:
@@ -148,6 +155,8 @@ class Trainer(RolloutMixin):
         if plan.data not in DATA_SOURCES:
             raise PufferError(f"{self.algo}: data source {plan.data!r} is not one this puffer runs "
                               f"({', '.join(DATA_SOURCES)})")
+        if plan.data == EPISODES:
+            check_groups(self.env, self.env_name, plan.group_size, self.sync, self.config.seed)
         self.segment = plan.segment
         total = self.rows * plan.rollout_len
         if total % plan.minibatch_size or plan.minibatch_size % self.segment:
@@ -236,7 +245,9 @@ class Trainer(RolloutMixin):
         acc = be.asarray(np.zeros(len(keys), np.float32))
         count = 0
         states = tuple(s.reshape(n_seq, -1) for s in self._seg_states)
-        nexts = np.stack([seqs[f"next_{v}"] for v, _ in plan.bootstrap.values()], axis=-1)
+        # a plan without bootstraps still passes a (zero) column: compiled steps keep one signature
+        nexts = (np.stack([seqs[f"next_{v}"] for v, _ in plan.bootstrap.values()], axis=-1) if plan.bootstrap
+                 else np.zeros((n_seq, 1), np.float32))
         if self.whole_update:
             # the same shuffles as the minibatch path below, drawn up front
             order = np.stack([self.rng.permutation(n_seq)[:self.num_minibatches * per_mb].reshape(-1, per_mb)
@@ -286,7 +297,7 @@ class Trainer(RolloutMixin):
         stats: dict[str, float] = {}
         while self.global_step < total:
             t_roll = time.perf_counter()
-            self.rollout()
+            self.collect_episodes() if self.plan.data == EPISODES else self.rollout()
             # e.g. a Lagrange multiplier step: before the advantages that use it
             before = self.plan.before_update(self) if self.plan.before_update else {}
             self.compute_advantages()
