@@ -1,4 +1,4 @@
-"""The `puffer` command line: backends, envs, algos, conformance, train, eval, export, push."""
+"""The `puffer` command line: backends, envs, algos, conformance, train, eval, export, push, collect."""
 
 from __future__ import annotations
 
@@ -71,12 +71,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the minimum)")
     p.set_defaults(func=_cmd_export)
 
-    from puffer import hub
+    from puffer import datasets, hub
     from puffer.train import cli as train_cli
 
     algo = train_cli.selected_algo(argv[1:]) if argv and argv[0] == "train" else train_cli.DEFAULT_ALGO
     train_cli.add_commands(sub, algo)
     hub.add_command(sub)
+    datasets.add_command(sub)
     return parser
 
 
