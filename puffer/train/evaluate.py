@@ -91,8 +91,12 @@ class CheckpointPolicy(PolicyActor):
 
 
 def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000,
-                 key: str = "episode_return") -> list[float]:
-    """`key` (default the return) of the first `episodes` episodes finished by `actor` on vector env `env`."""
+                 key: str | None = "episode_return") -> list[Any]:
+    """`key` (default the return; None: the whole statistics dict) of the first `episodes` episodes of `actor`.
+
+    An actor with an `observe(rewards, ended)` method (a sequence model's rolling context) sees each step's outcome.
+    """
+    observe = getattr(actor, "observe", None)
     obs, _ = env.reset(seed=seed)
     recurrent = getattr(actor, "recurrent", False)
     state = actor.initial_state(env.num_agents) if recurrent else None
@@ -103,9 +107,11 @@ def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: 
             actions, state = actor.act(obs, state, starts)
         else:
             actions = actor.act(obs)
-        obs, _, term, trunc, infos = env.step(actions)
+        obs, rewards, term, trunc, infos = env.step(actions)
         starts = (term | trunc).astype(np.float32)
-        returns.extend(float(e.get(key, np.nan)) for e in infos.get("episodes", ()))
+        if observe is not None:
+            observe(rewards, term | trunc)
+        returns.extend(dict(e) if key is None else float(e.get(key, np.nan)) for e in infos.get("episodes", ()))
         if len(returns) >= episodes:
             return returns[:episodes]
     raise PufferError(f"only {len(returns)} of {episodes} episodes finished within {max_steps} steps")
