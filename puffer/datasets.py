@@ -287,13 +287,15 @@ def collect(env: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int,
         trace: list[dict[str, list]] = [{"o": [], "a": [], "r": [], "d": [], "t": []} for _ in range(rows)]
         done: list[Episode] = []
         for _ in range(max_steps):
-            actions = act(np.asarray(obs))
+            # a copy: vector envs write the next observations into the same buffer
+            obs = np.array(obs, np.float32, copy=True)
+            actions = act(obs)
             nxt, rewards, term, trunc, infos = vec.step(actions)
             ended = np.asarray(term) | np.asarray(trunc)
             final = infos.get("final_observation")
             for i in range(rows):
                 tr = trace[i]
-                tr["o"].append(np.array(obs[i], np.float32))
+                tr["o"].append(obs[i])
                 tr["a"].append(np.array(actions[i]))
                 tr["r"].append(float(rewards[i]))
                 tr["d"].append(bool(term[i]))

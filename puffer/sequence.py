@@ -102,7 +102,7 @@ class DecisionTransformer:
         xp = be.xp
         parts = []
         for i, n in enumerate(self.nvec):
-            parts.append(be.one_hot(xp.astype(actions[..., i], xp.int64), n, dtype=xp.float32))
+            parts.append(be.one_hot(xp.astype(actions[..., i], xp.int64), n, dtype=actions.dtype))
         if self.head.num_continuous:
             parts.append(actions[..., self.head.num_discrete:])
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)

@@ -90,6 +90,33 @@ class CheckpointPolicy(PolicyActor):
         super().__init__(be, policy, params, action_space, norm, deterministic, seed)
 
 
+def load_actor(path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0,
+               target_return: float | None = None) -> Any:
+    """The acting side of a checkpoint: a `CheckpointPolicy`, or for a sequence model (Decision Transformer) a
+    `puffer.sequence.ContextActor` conditioned on `target_return` (default: the one it was trained with)."""
+    from puffer import sequence
+    from puffer.hub import locate
+
+    where = locate(path)
+    manifest = checkpoint.read_manifest(where)
+    if checkpoint.policy_spec(manifest).get("kind") != sequence.KIND:
+        if target_return is not None:
+            raise PufferError(f"{path} is a {manifest.get('algo')} policy; --target-return needs a return-conditioned "
+                              "one (--algo dt)")
+        return CheckpointPolicy(path, backend=backend, deterministic=deterministic, seed=seed)
+    groups, meta = checkpoint.load(where)
+    be = puffer.backend(backend or meta.get("backend"))
+    model = sequence.from_spec(spaces.from_json(meta["observation_space"]), spaces.from_json(meta["action_space"]),
+                               checkpoint.policy_spec(meta))
+    target = meta["config"].get("target_return", 0.0) if target_return is None else target_return
+    if not np.isfinite(target):
+        raise PufferError(f"the target return must be a finite number, got {target}")
+    actor = sequence.ContextActor(be, model, {k: be.asarray(v) for k, v in groups["params"].items()}, float(target),
+                                  deterministic, seed)
+    actor.meta, actor.be = meta, be
+    return actor
+
+
 def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000,
                  key: str | None = "episode_return") -> list[Any]:
     """`key` (default the return; None: the whole statistics dict) of the first `episodes` episodes of `actor`.
