@@ -151,9 +151,14 @@ def load(path: str | Path, allow_empty: bool = False) -> Dataset:
     except PufferError as e:
         raise PufferError(f"{path}: {e}") from None
     _check_supported(observation_space, action_space, str(path))
-    episodes = [Episode(np.asarray(e.observations, np.float32), np.asarray(e.actions),
-                        np.asarray(e.rewards, np.float32), np.asarray(e.terminations, bool),
-                        np.asarray(e.truncations, bool)) for e in md.iterate_episodes()]
+    if md.total_episodes == 0 and not allow_empty:
+        raise PufferError(f"dataset {path} is empty (0 episodes)")
+    try:
+        episodes = [Episode(np.asarray(e.observations, np.float32), np.asarray(e.actions),
+                            np.asarray(e.rewards, np.float32), np.asarray(e.terminations, bool),
+                            np.asarray(e.truncations, bool)) for e in md.iterate_episodes()] if md.total_episodes else []
+    except (OSError, KeyError, ValueError) as e:
+        raise PufferError(f"{path}: cannot read the episodes of this Minari dataset ({e})") from None
     raw = json.loads((d / "metadata.json").read_text())
     env = raw.get("puffer_env") or {}
     env_name = env.get("name")
