@@ -124,7 +124,7 @@ def _check_supported(observation_space: spaces.Space, action_space: spaces.Space
 
 
 def data_dir(path: str | Path) -> Path:
-    """The Minari `data` directory of a dataset: `DIR/data`, `DIR` itself, or a dataset id under MINARI_DATASETS_PATH."""
+    """The Minari `data` directory of a dataset: `DIR/data`, `DIR` itself, or an id under MINARI_DATASETS_PATH."""
     p = Path(path)
     for candidate in (p / "data", p):
         if (candidate / "metadata.json").is_file():
@@ -156,7 +156,8 @@ def load(path: str | Path, allow_empty: bool = False) -> Dataset:
     try:
         episodes = [Episode(np.asarray(e.observations, np.float32), np.asarray(e.actions),
                             np.asarray(e.rewards, np.float32), np.asarray(e.terminations, bool),
-                            np.asarray(e.truncations, bool)) for e in md.iterate_episodes()] if md.total_episodes else []
+                            np.asarray(e.truncations, bool))
+                    for e in md.iterate_episodes()] if md.total_episodes else []
     except (OSError, KeyError, ValueError) as e:
         raise PufferError(f"{path}: cannot read the episodes of this Minari dataset ({e})") from None
     raw = json.loads((d / "metadata.json").read_text())

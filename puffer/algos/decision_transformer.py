@@ -44,7 +44,7 @@ class DTConfig(RunConfig):
     num_envs: int = 8
     """Environments stepped together by evaluation episodes."""
     dataset: str = ""
-    """The Minari dataset to learn from: a directory written by `puffer collect`, or an id under MINARI_DATASETS_PATH."""
+    """The Minari dataset to learn from: a directory (`puffer collect` writes one) or an id in MINARI_DATASETS_PATH."""
     context_len: int = 20
     """K: steps in each context window."""
     embed_dim: int = 64
@@ -85,7 +85,8 @@ class DTConfig(RunConfig):
         """Raise PufferError naming the first field whose value cannot work."""
         super().validate()
         if not self.dataset:
-            raise PufferError("config dataset is empty: pass --dataset DIR (make one with `puffer collect ENV --to DIR`)")
+            raise PufferError("config dataset is empty: pass --dataset DIR (make one with "
+                              "`puffer collect ENV --to DIR`)")
         if not math.isfinite(self.target_return):
             raise PufferError(f"config target_return={self.target_return} must be a finite number")
         if not 0.0 <= self.dropout < 1.0:
