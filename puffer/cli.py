@@ -1,4 +1,4 @@
-"""The `puffer` command line: backends, envs, algos, conformance, train, eval, export, push, preferences."""
+"""The `puffer` command line: backends, envs, algos, conformance, train, eval, export, push, preferences, collect."""
 
 from __future__ import annotations
 
@@ -90,13 +90,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                         "onnxruntime-web >= 1.12 load); an op the target lacks is an error naming the opset it needs")
     p.set_defaults(func=_cmd_export)
 
-    from puffer import hub, preferences
+    from puffer import datasets, hub, preferences
     from puffer.train import cli as train_cli
 
     algo = train_cli.selected_algo(argv[1:]) if argv and argv[0] == "train" else train_cli.DEFAULT_ALGO
     train_cli.add_commands(sub, algo)
     hub.add_command(sub)
     preferences.add_command(sub)
+    datasets.add_command(sub)
     return parser
 
 

@@ -22,7 +22,8 @@ FORMAT_VERSION = 1
 # ONNX metadata_props keys written by puffer.export
 META = {k: f"puffer.{k}" for k in (
     "format", "version", "observation_space", "structured_observation_space", "action_space", "obs_norm",
-    "backend", "env", "env_kwargs", "policy", "head", "state", "sample_graph", "step", "opset", "ir_version")}
+    "backend", "env", "env_kwargs", "policy", "head", "state", "sample_graph", "step", "opset", "ir_version",
+    "sequence")}
 # the metadata a model must carry for Policy to know its spaces and state layout
 REQUIRED = tuple(META[k] for k in ("format", "observation_space", "action_space", "head", "state"))
 _MAX_BOUND = 8  # batch sizes kept bound at once; each holds its own buffers
@@ -112,6 +113,8 @@ class Policy:
         if meta[META["format"]] != str(FORMAT_VERSION):
             raise ExportError(f"{path}: puffer export format {meta[META['format']]!r} is not supported; this "
                               f"puffer reads format {FORMAT_VERSION}")
+        if cls is Policy and META["sequence"] in meta:  # a Decision Transformer keeps its own context
+            cls = SequencePolicy
         return cls(session, path, meta, deterministic, seed)
 
     def __repr__(self) -> str:
@@ -252,6 +255,189 @@ class Policy:
             noise = np.asarray(noise, np.float32).reshape(batch, self.head["noise_dim"])
         bound = self._run(obs, state, noise, tuple(self.output_names))
         return {k: v.copy() for k, v in bound.outputs.items()}
+
+
+class RollingContext:
+    """The last K steps of each row for a sequence policy (Decision Transformer), numpy only.
+
+    Right-padded: a row's first steps sit at positions 0..n-1 (`mask` marks them); once K steps are
+    held, each new step shifts the window left. `push(obs)` adds the step to act on, `record(actions)`
+    its action, `observe(rewards, ended)` decrements the return-to-go by the rewards and restarts
+    the rows whose episodes ended.
+    """
+
+    def __init__(self, batch: int, context: int, obs_dim: int, action_dim: int, target_return: float,
+                 rtg_scale: float, state_mean: Any, state_std: Any, max_timestep: int):
+        if not np.isfinite(target_return):
+            raise ExportError(f"the target return must be a finite number, got {target_return}")
+        self.batch, self.k = batch, context
+        self.target, self.scale, self.max_timestep = float(target_return), float(rtg_scale), int(max_timestep)
+        self.mean = np.asarray(state_mean, np.float32)
+        self.inv_std = (1.0 / np.maximum(np.asarray(state_std, np.float64), 1e-6)).astype(np.float32)
+        self.states = np.zeros((batch, context, obs_dim), np.float32)
+        self.actions = np.zeros((batch, context, action_dim), np.float32)
+        self.rtg = np.zeros((batch, context, 1), np.float32)
+        self.timesteps = np.zeros((batch, context), np.int64)
+        self.mask = np.zeros((batch, context), np.float32)
+        self.count = np.zeros(batch, np.int64)  # steps held, at most K
+        self.t = np.zeros(batch, np.int64)  # the episode timestep of the next step
+        self.togo = np.full(batch, self.target, np.float64)
+
+    @classmethod
+    def for_model(cls, model: Any, batch: int, target_return: float) -> RollingContext:
+        """A context shaped for `model` (a `puffer.sequence.DecisionTransformer`)."""
+        return cls(batch, model.context, model.obs_dim, model.head.action_dim, target_return, model.rtg_scale,
+                   model.state_mean, model.state_std, model.max_timestep)
+
+    def push(self, obs: np.ndarray) -> None:
+        """Add the current observations [B, obs_dim] as each row's newest step."""
+        full = self.count >= self.k
+        if full.any():
+            for a in (self.states, self.actions, self.rtg, self.timesteps):
+                a[full] = np.roll(a[full], -1, axis=1)
+        pos = np.minimum(self.count, self.k - 1)
+        rows = np.arange(self.batch)
+        self.states[rows, pos] = (np.asarray(obs, np.float32) - self.mean) * self.inv_std
+        self.actions[rows, pos] = 0.0
+        self.rtg[rows, pos, 0] = self.togo / self.scale
+        self.timesteps[rows, pos] = np.minimum(self.t, self.max_timestep - 1)
+        self.mask[rows, pos] = 1.0
+        self.count = np.minimum(self.count + 1, self.k)
+        self._pos = pos
+
+    def inputs(self) -> tuple[np.ndarray, ...]:
+        """(states, actions, returns_to_go, timesteps, mask), the model's inputs."""
+        return self.states, self.actions, self.rtg, self.timesteps, self.mask
+
+    def record(self, actions: np.ndarray) -> None:
+        """The flat float actions [B, action_dim] taken at the newest step."""
+        self.actions[np.arange(self.batch), self._pos] = np.asarray(actions, np.float32).reshape(self.batch, -1)
+
+    def observe(self, rewards: Any, ended: Any = None) -> None:
+        """Rewards [B] of the step just taken; `ended` [B] rows start a new episode next step."""
+        self.togo -= np.asarray(rewards, np.float64).reshape(self.batch)
+        self.t += 1
+        if ended is not None:
+            done = np.asarray(ended, bool).reshape(self.batch)
+            if done.any():
+                self.reset(done)
+
+    def reset(self, rows: Any = None) -> None:
+        """Restart `rows` (a boolean mask; all rows by default) at the full target."""
+        rows = np.ones(self.batch, bool) if rows is None else rows
+        for a in (self.states, self.actions, self.rtg, self.timesteps, self.mask):
+            a[rows] = 0
+        self.count[rows], self.t[rows], self.togo[rows] = 0, 0, self.target
+
+
+class SequencePolicy(Policy):
+    """An exported Decision Transformer on onnxruntime: `act(obs, reward)` once per step of one env.
+
+        policy = SequencePolicy.load("dt.onnx", target_return=300)
+        action = policy.act(obs)                        # the first step of an episode
+        action = policy.act(obs, reward)                # then: the reward the previous action earned
+        policy.reset()                                  # a new episode
+
+    It keeps the rolling context of the last K steps (states, actions, returns-to-go, timesteps),
+    decrements the target by each reward and feeds the window to the model.
+    """
+
+    def __init__(self, session: Any, path: Path, meta: dict[str, str], deterministic: bool = True, seed: int = 0,
+                 target_return: float | None = None):
+        self.session, self.path, self.meta = session, path, meta
+        if META["sequence"] not in meta:
+            raise ExportError(f"{path}: not an exported sequence policy (no {META['sequence']} metadata); load it "
+                              "with puffer.deploy.Policy")
+        self.observation_space = spaces.from_json(json.loads(meta[META["observation_space"]]))
+        self.action_space = spaces.from_json(json.loads(meta[META["action_space"]]))
+        self.env = meta.get(META["env"])
+        self.env_kwargs = json.loads(meta.get(META["env_kwargs"], "{}"))
+        self.sequence = json.loads(meta[META["sequence"]])
+        self.head = json.loads(meta[META["head"]])
+        self.obs_dim = int(self.observation_space.shape[0])
+        self.deterministic = deterministic
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        target = self.sequence.get("target_return", 0.0) if target_return is None else target_return
+        self.target_return = float(target)
+        self.recurrent = False
+        self._ctx: RollingContext | None = None
+        self._started = False
+
+    @classmethod
+    def load(cls, path: str | Path, deterministic: bool = True, seed: int = 0, target_return: float | None = None,
+             **kwargs: Any) -> SequencePolicy:
+        """Load an exported Decision Transformer; `target_return` defaults to the one it was trained for."""
+        policy = super().load(path, deterministic=deterministic, seed=seed, **kwargs)
+        if target_return is not None:
+            policy.set_target(target_return)
+        return policy
+
+    def set_target(self, target_return: float) -> None:
+        """Condition the next episodes on `target_return` (starts a new episode)."""
+        if not np.isfinite(target_return):
+            raise ExportError(f"the target return must be a finite number, got {target_return}")
+        self.target_return = float(target_return)
+        self._ctx = None
+        self._started = False
+
+    def _context(self, batch: int) -> RollingContext:
+        if self._ctx is None or self._ctx.batch != batch:
+            q = self.sequence
+            self._ctx = RollingContext(batch, q["context"], self.obs_dim, self.head["action_dim"],
+                                       self.target_return, q["rtg_scale"], q["state_mean"], q["state_std"],
+                                       q["max_timestep"])
+            self._started = False
+        return self._ctx
+
+    def reset(self) -> None:
+        """Start a new episode (the full target, an empty context)."""
+        if self._ctx is not None:
+            self._ctx.reset()
+        self._started = False
+
+    def run(self, states: np.ndarray, actions: np.ndarray, rtg: np.ndarray, timesteps: np.ndarray,
+            mask: np.ndarray, noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs for one batch of contexts (the raw graph, for parity checks)."""
+        feeds = {"states": states, "actions": actions, "returns_to_go": rtg, "timesteps": timesteps, "mask": mask}
+        names = [i.name for i in self.session.get_inputs()]
+        if "noise" in names:
+            feeds["noise"] = np.zeros((len(states), self.head["noise_dim"]), np.float32) if noise is None else noise
+        return dict(zip(self.output_names_(), self.session.run(None, feeds)))
+
+    def output_names_(self) -> list[str]:
+        """The graph's output names."""
+        return [o.name for o in self.session.get_outputs()]
+
+    def observe(self, rewards: Any, ended: Any = None) -> None:
+        """The outcome of the last action for a batch of envs (an alternative to passing `reward` to `act`)."""
+        if self._ctx is not None and self._started:
+            self._ctx.observe(rewards, ended)
+
+    def act(self, obs: Any, reward: Any = None, done: Any = None) -> Any:
+        """The action for `obs` (one observation, or a batch [B, obs_dim]); `reward` is the previous step's.
+
+        `done` (the previous step ended its episode) restarts the context before this step.
+        """
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == 1
+        obs = obs[None] if single else obs
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ExportError(f"{self.path.name}: observations must be float32[{self.obs_dim}] or "
+                              f"[batch, {self.obs_dim}], got shape {obs.shape}")
+        ctx = self._context(len(obs))
+        if self._started and reward is not None:
+            ctx.observe(np.broadcast_to(np.asarray(reward, np.float64), (len(obs),)), done)
+        ctx.push(obs)
+        self._started = True
+        noise = None
+        if not self.deterministic:
+            noise = np.concatenate([self.rng.random((len(obs), self.head["num_discrete"]), dtype=np.float32),
+                                    np.zeros((len(obs), self.head["num_continuous"]), np.float32)], axis=1)
+        name = "action" if self.deterministic else "sample_action"
+        out = self.run(*ctx.inputs(), noise=noise)[name]
+        ctx.record(out)
+        actions = to_env_actions(self.action_space, out)
+        return actions[0] if single else actions
 
 
 def _np_dtype(onnx_type: str) -> np.dtype:

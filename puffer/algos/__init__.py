@@ -1,10 +1,13 @@
 """Algorithms, one module each, on the shared machinery of `puffer.train`: PPO (with GAE or live V-trace),
-PPO-Lagrangian (safe RL under a per-episode cost limit), MAPPO (decentralized actors, centralized critic)
-and GRPO (group-relative policy optimization, no critic)."""
+PPO-Lagrangian (safe RL under a per-episode cost limit), MAPPO (decentralized actors, centralized critic),
+GRPO (group-relative policy optimization, no critic), and the Decision Transformer and behaviour cloning
+(offline, from Minari datasets)."""
 
+from puffer.algos.decision_transformer import BC, DT, BCConfig, DTConfig
 from puffer.algos.grpo import GRPO, GRPOConfig
 from puffer.algos.mappo import MAPPO, MAPPOConfig
 from puffer.algos.ppo import PPO, PPOConfig
 from puffer.algos.ppo_lagrangian import PPOLagrangian, PPOLagrangianConfig
 
-__all__ = ["GRPO", "GRPOConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "PPOLagrangian", "PPOLagrangianConfig"]
+__all__ = ["BC", "BCConfig", "DT", "DTConfig", "GRPO", "GRPOConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig",
+           "PPOLagrangian", "PPOLagrangianConfig"]

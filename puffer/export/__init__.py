@@ -115,6 +115,10 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
            opset: int | None = None) -> Path:
     """Export the policy of a run or checkpoint directory to the ONNX file `to` (opset 17 by default)."""
     groups, manifest = checkpoint.load(run_or_checkpoint_path)
+    if checkpoint.policy_spec(manifest).get("kind") == "decision_transformer":
+        from puffer.export.sequence import export_sequence  # the context window is the model's input
+
+        return export_sequence(groups, manifest, to, sample_graph, opset)
     obs_space = spaces.from_json(manifest["observation_space"])
     act_space = spaces.from_json(manifest["action_space"])
     cfg = manifest["config"]

@@ -49,7 +49,8 @@ def causal_attention(be: Any, q: Array, k: Array, v: Array) -> Array:
     t, hd = q.shape[-2], q.shape[-1]
     scores = (q @ xp.matrix_transpose(k)) * (1.0 / math.sqrt(hd))
     # query i sees keys j <= i; the diagonal is always visible, so no row is fully masked
-    visible = xp.tril(xp.ones((t, t), dtype=xp.bool))
+    # a host constant (the length is static), so every backend and the ONNX exporter build the same mask
+    visible = xp.asarray(np.tril(np.ones((t, t), dtype=bool)))
     scores = xp.where(visible, scores, xp.full_like(scores, -math.inf))
     return be.softmax(scores, axis=-1) @ v
 

@@ -93,6 +93,8 @@ def add_commands(sub: Any, algo: str = DEFAULT_ALGO) -> None:
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely")
+    p.add_argument("--target-return", type=float, default=None,
+                   help="the return a return-conditioned policy (--algo dt) aims for (default: its training target)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("algos", help="list the registered algorithms")
@@ -260,7 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     import puffer
-    from puffer.train.evaluate import CheckpointPolicy, run_episodes
+    from puffer.train.evaluate import load_actor, run_episodes
 
     if args.policy is not None:
         if (args.backend or "onnxruntime") != "onnxruntime":
@@ -268,9 +270,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               f"{args.backend!r}; evaluate the run directory with --checkpoint to use {args.backend}")
         be = puffer.backend("onnxruntime")
         actor = be.load_policy(args.policy, deterministic=not args.sample, seed=args.seed)
+        if args.target_return is not None:
+            if not hasattr(actor, "set_target"):
+                raise PufferError(f"{args.policy} is not return-conditioned; --target-return needs an exported DT")
+            actor.set_target(args.target_return)
         source, trained_env, env_kwargs = args.policy, actor.env, actor.env_kwargs
     else:
-        actor = CheckpointPolicy(args.checkpoint, backend=args.backend, deterministic=not args.sample, seed=args.seed)
+        actor = load_actor(args.checkpoint, backend=args.backend, deterministic=not args.sample, seed=args.seed,
+                           target_return=args.target_return)
         be, source, trained_env = actor.be, args.checkpoint, actor.meta["env"]
         env_kwargs = actor.meta["config"].get("env_kwargs", {})
     env_name = args.env or trained_env

@@ -91,9 +91,40 @@ class CheckpointPolicy(PolicyActor):
         super().__init__(be, policy, params, action_space, norm, deterministic, seed)
 
 
+def load_actor(path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0,
+               target_return: float | None = None) -> Any:
+    """The acting side of a checkpoint: a `CheckpointPolicy`, or for a sequence model (Decision Transformer) a
+    `puffer.sequence.ContextActor` conditioned on `target_return` (default: the one it was trained with)."""
+    from puffer import sequence
+    from puffer.hub import locate
+
+    where = locate(path)
+    manifest = checkpoint.read_manifest(where)
+    if checkpoint.policy_spec(manifest).get("kind") != sequence.KIND:
+        if target_return is not None:
+            raise PufferError(f"{path} is a {manifest.get('algo')} policy; --target-return needs a return-conditioned "
+                              "one (--algo dt)")
+        return CheckpointPolicy(path, backend=backend, deterministic=deterministic, seed=seed)
+    groups, meta = checkpoint.load(where)
+    be = puffer.backend(backend or meta.get("backend"))
+    model = sequence.from_spec(spaces.from_json(meta["observation_space"]), spaces.from_json(meta["action_space"]),
+                               checkpoint.policy_spec(meta))
+    target = meta["config"].get("target_return", 0.0) if target_return is None else target_return
+    if not np.isfinite(target):
+        raise PufferError(f"the target return must be a finite number, got {target}")
+    actor = sequence.ContextActor(be, model, {k: be.asarray(v) for k, v in groups["params"].items()}, float(target),
+                                  deterministic, seed)
+    actor.meta, actor.be = meta, be
+    return actor
+
+
 def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000,
-                 key: str = "episode_return") -> list[float]:
-    """`key` (default the return) of the first `episodes` episodes finished by `actor` on vector env `env`."""
+                 key: str | None = "episode_return") -> list[Any]:
+    """`key` (default the return; None: the whole statistics dict) of the first `episodes` episodes of `actor`.
+
+    An actor with an `observe(rewards, ended)` method (a sequence model's rolling context) sees each step's outcome.
+    """
+    observe = getattr(actor, "observe", None)
     obs, _ = env.reset(seed=seed)
     recurrent = getattr(actor, "recurrent", False)
     state = actor.initial_state(env.num_agents) if recurrent else None
@@ -104,9 +135,11 @@ def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: 
             actions, state = actor.act(obs, state, starts)
         else:
             actions = actor.act(obs)
-        obs, _, term, trunc, infos = env.step(actions)
+        obs, rewards, term, trunc, infos = env.step(actions)
         starts = (term | trunc).astype(np.float32)
-        returns.extend(float(e.get(key, np.nan)) for e in infos.get("episodes", ()))
+        if observe is not None:
+            observe(rewards, term | trunc)
+        returns.extend(dict(e) if key is None else float(e.get(key, np.nan)) for e in infos.get("episodes", ()))
         if len(returns) >= episodes:
             return returns[:episodes]
     raise PufferError(f"only {len(returns)} of {episodes} episodes finished within {max_steps} steps")

@@ -16,7 +16,8 @@ from puffer.backends.base import Params
 
 ROLLOUT = "rollout"
 EPISODES = "episodes"
-DATA_SOURCES = (ROLLOUT, EPISODES)
+OFFLINE = "offline"
+DATA_SOURCES = (ROLLOUT, EPISODES, OFFLINE)
 
 
 @dataclass
@@ -86,6 +87,26 @@ class Plan:
     (see `puffer.train.episodes`)."""
     group_size: int = 0
     """Envs per group sharing one reset (data source `episodes`)."""
+    """Where training data comes from: on-policy rollouts, or "offline" (a dataset: the env only evaluates).
+
+    Offline plans never step the env while training: each update is `epochs` compiled steps
+    `step(params, opt_state, acc, packed, hyper)`, each on a minibatch `sample(rng)` draws on the
+    host (named arrays with the trailing widths of `offline_fields`, packed with the layout given to
+    `build_step`). `global_step` and `total_steps` then count gradient steps, and every
+    `eval_every` of them `eval_episodes` episodes on the env (acted by `make_actor`) give the
+    `episode_return` statistics. `act`, `values`, `bootstrap`, `rollout_len` and `minibatch_size`
+    are unused."""
+    sample: Callable[[Any], dict[str, Any]] | None = None
+    """Offline: `sample(rng) -> {field: array}` one host minibatch from the dataset."""
+    offline_fields: dict[str, int] = field(default_factory=dict)
+    """Offline: the fields `sample` returns, name -> trailing width (0: one number per entry)."""
+    make_actor: Callable[[bool, int], Any] | None = None
+    """`make_actor(deterministic, seed)` -> an actor for evaluation (`act(obs)`, optional `observe(rewards, ended)`)
+    when the plan's policy cannot act from one observation (e.g. a sequence model); None: `policy.step`."""
+    eval_every: int = 0
+    """Offline: gradient steps between evaluation runs on the env (0: only at the end)."""
+    eval_episodes: int = 10
+    """Offline: episodes per evaluation run."""
     before_update: Callable[[Any], dict[str, float]] | None = None
     """Host hook run after each rollout, before `prepare` (e.g. a Lagrange multiplier step); returns statistics."""
     early_stop: Callable[[dict[str, float]], bool] | None = None

@@ -21,7 +21,7 @@ from puffer import checkpoint
 from puffer.errors import PufferError
 from puffer.train.buffers import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
 from puffer.train.episodes import EpisodesMixin, check_groups
-from puffer.train.plan import DATA_SOURCES, EPISODES, Algorithm, Plan
+from puffer.train.plan import DATA_SOURCES, EPISODES, OFFLINE, Algorithm, Plan
 from puffer.train.rollout import RolloutMixin
 from puffer.tree import tree_map
 
@@ -155,6 +155,9 @@ class Trainer(RolloutMixin, EpisodesMixin):
         if plan.data not in DATA_SOURCES:
             raise PufferError(f"{self.algo}: data source {plan.data!r} is not one this puffer runs "
                               f"({', '.join(DATA_SOURCES)})")
+        if plan.data == OFFLINE:
+            self._build_offline()
+            return
         if plan.data == EPISODES:
             check_groups(self.env, self.env_name, plan.group_size, self.sync, self.config.seed)
         self.segment = plan.segment
@@ -221,6 +224,96 @@ class Trainer(RolloutMixin, EpisodesMixin):
         self._pending = None
         self._seg_states = (tuple(np.zeros((n, T // self.segment, s.shape[-1]), np.float32)
                                   for s in self._state) if policy.recurrent else ())
+
+    def _build_offline(self) -> None:
+        """Offline plans: one packed minibatch layout and the compiled step; no rollout buffers."""
+        plan = self.plan
+        if plan.sample is None or not plan.offline_fields:
+            raise PufferError(f"{self.algo}: an offline plan needs `sample` and `offline_fields`")
+        self.mb_layout = Layout()
+        for name, width in plan.offline_fields.items():
+            self.mb_layout.add(name, width or 1, squeeze=not width)
+        self._step = plan.build_step(self.mb_layout)
+        self._mb = None
+        self._obs = None
+        self._state = ()
+
+    def _offline_batch(self) -> Any:
+        batch = self.plan.sample(self.rng)
+        if self._mb is None:
+            name, width = next(iter(self.plan.offline_fields.items()))
+            lead = batch[name].shape[:-1] if width else batch[name].shape
+            self._mb = np.zeros((*lead, self.mb_layout.width), np.float32)
+        return pack(self.mb_layout, batch, self._mb)
+
+    def update_offline(self) -> dict[str, float]:
+        """`epochs` gradient steps on minibatches drawn from the dataset; returns mean statistics."""
+        plan, be = self.plan, self.be
+        hyper_values = plan.hyper(self.progress_fraction())
+        hyper = hyper_arrays(be, hyper_values)
+        keys = plan.stat_keys
+        acc = be.asarray(np.zeros(len(keys), np.float32))
+        for _ in range(plan.epochs):
+            packed = be.asarray(self._offline_batch())
+            self.params, self.opt_state, acc = self._step(self.params, self.opt_state, acc, packed, hyper)
+        means = be.to_numpy(acc) / max(plan.epochs, 1)
+        stats = dict(zip(keys, (float(x) for x in means)))
+        if "lr" in hyper_values:
+            stats["learning_rate"] = float(hyper_values["lr"])
+        self.updates += 1
+        self.global_step += plan.epochs
+        return stats
+
+    def evaluation_episodes(self, episodes: int, seed: int) -> list[dict[str, float]]:
+        """`episodes` fresh episodes of the current policy (deterministic), as episode-statistics dicts."""
+        from puffer.train.evaluate import run_episodes
+
+        env = puffer.make(self.env_name, num_envs=min(self.config.num_envs, episodes), seed=seed,
+                          **self.config.env_kwargs)
+        try:
+            return run_episodes(env, self.actor(True, seed), episodes, seed=seed, key=None)
+        finally:
+            env.close()
+
+    def actor(self, deterministic: bool = True, seed: int = 0) -> Any:
+        """An actor of the current parameters for evaluation episodes."""
+        if self.plan.make_actor is not None:
+            return self.plan.make_actor(deterministic, seed)
+        from puffer.train.evaluate import PolicyActor
+
+        return PolicyActor(self.be, self.policy, self.params, self.env.single_action_space, self.obs_norm,
+                           deterministic, seed)
+
+    def _train_offline(self, total: int, stop_at_return: float | None, callback: Any, progress: Any) -> dict:
+        plan = self.plan
+        start_step, t0 = self.global_step, time.perf_counter()
+        every = plan.eval_every or total
+        next_eval = (self.global_step // every + 1) * every
+        stats: dict[str, float] = {}
+        while self.global_step < total:
+            t_upd = time.perf_counter()
+            stats = self.update_offline()
+            t_eval = time.perf_counter()
+            if self.global_step >= min(next_eval, total):
+                next_eval += every
+                seed = int(self.rng.integers(2**31))
+                self.episodes.extend(self.evaluation_episodes(plan.eval_episodes, seed))
+                self.episodes_finished += plan.eval_episodes
+            now = time.perf_counter()
+            episodes = episode_stats(list(self.episodes)[-plan.eval_episodes:])
+            stats = {"global_step": self.global_step,
+                     "sps": (self.global_step - start_step) / max(now - t0, 1e-9),
+                     **{k: episodes.pop(k) for k in LEADING[2:] if k in episodes}, **stats, **episodes,
+                     "update_time": t_eval - t_upd, "eval_time": now - t_eval,
+                     "mean_return_20": self.mean_return(20)}
+            self.history.append(stats)
+            if progress is not None:
+                progress(self, stats)
+            if callback is not None and callback(self, stats):
+                break
+            if stop_at_return is not None and self.episodes and self.mean_return(plan.eval_episodes) >= stop_at_return:
+                break
+        return stats
 
     # ---- update -----------------------------------------------------------------------------
     def progress_fraction(self) -> float:
@@ -290,9 +383,13 @@ class Trainer(RolloutMixin, EpisodesMixin):
               progress: Any = None) -> dict[str, float]:
         """Train until `total_steps` env steps (or `stop_at_return` over the last 20 episodes); returns last stats.
 
+        Offline plans count gradient steps instead, and their returns come from evaluation episodes.
+
         `callback(trainer, stats)` runs after every update (True stops training); `progress` too, for display.
         """
         total = total_steps or self.config.total_steps
+        if self.plan.data == OFFLINE:
+            return self._train_offline(total, stop_at_return, callback, progress)
         start_step, t0 = self.global_step, time.perf_counter()
         stats: dict[str, float] = {}
         while self.global_step < total:
@@ -321,11 +418,10 @@ class Trainer(RolloutMixin, EpisodesMixin):
     def evaluate(self, episodes: int = 100, deterministic: bool = True, seed: int = 12345,
                  key: str = "episode_return") -> float:
         """Mean `key` over `episodes` fresh episodes of the current policy (a separate env, same settings)."""
-        from puffer.train.evaluate import PolicyActor, run_episodes
+        from puffer.train.evaluate import run_episodes
 
         cfg = self.config
-        actor = PolicyActor(self.be, self.policy, self.params, self.env.single_action_space, self.obs_norm,
-                            deterministic, seed)
+        actor = self.actor(deterministic, seed)
         env = puffer.make(self.env_name, num_envs=min(cfg.num_envs, episodes), seed=seed, **cfg.env_kwargs)
         try:
             return float(np.mean(run_episodes(env, actor, episodes, seed=seed, key=key)))
