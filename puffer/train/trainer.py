@@ -394,7 +394,10 @@ class Trainer(RolloutMixin, EpisodesMixin):
         stats: dict[str, float] = {}
         while self.global_step < total:
             t_roll = time.perf_counter()
-            self.collect_episodes() if self.plan.data == EPISODES else self.rollout()
+            if self.plan.data == EPISODES:
+                self.collect_episodes()
+            else:
+                self.rollout()
             # e.g. a Lagrange multiplier step: before the advantages that use it
             before = self.plan.before_update(self) if self.plan.before_update else {}
             self.compute_advantages()
