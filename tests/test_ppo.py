@@ -114,3 +114,16 @@ def test_cli_rejects_unknown_flags_and_bad_env(tmp_path) -> None:
     assert r.returncode == 2 and "unrecognized arguments: --no-such-flag" in r.stderr
     r = _puffer("eval", "--checkpoint", str(tmp_path / "missing"), cwd=tmp_path)
     assert r.returncode == 2 and "no such checkpoint" in r.stderr
+
+
+def test_async_rollout_stores_every_step_result() -> None:
+    """CartPole pays 1 per step: every stored reward of an async rollout is at least 1, the last column too."""
+    trainer = PPO("cartpole", backend="torch", num_envs=8, vec="multiprocessing", num_workers=2, vec_batch_size=4,
+                  rollout_len=16, minibatch_size=64, total_steps=10_000)
+    try:
+        for _ in range(3):
+            trainer.rollout()
+            assert np.all(trainer.buffer.rewards >= 1.0), trainer.buffer.rewards
+            trainer.buffer.rewards[...] = 0.0  # a step the next rollout forgets to store stays 0
+    finally:
+        trainer.close()

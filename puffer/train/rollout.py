@@ -211,7 +211,8 @@ class RolloutMixin:
 
     def _rollout_async(self) -> None:
         T, a = self.plan.rollout_len, self.policy.head.action_dim
-        counts = np.zeros(self.rows, np.int64)
+        counts = np.zeros(self.rows, np.int64)  # actions sent per row this rollout
+        answered = np.zeros(self.rows, np.int64)  # of those, how many the env has answered
         value_cols = [a + self.plan.outputs.index(v) for v, _ in self.plan.bootstrap.values()]
         if self._pending is None:
             self.env.async_reset(seed=self.config.seed)
@@ -229,10 +230,12 @@ class RolloutMixin:
                 channels = self._bootstrap(self._channels(rewards, infos), trunc, term, infos, ids)
                 done = term | trunc
                 self._store_result(ids[ok], prev[ok], channels, done, ok, masks)
+                answered[ids] = counts[ids]
                 self._starts[ids] = done
                 self._record_episodes(infos)
             cur = counts[ids]
-            if (counts >= T).all():
+            # done once every row's step T-1 is answered: a batch still in flight would leave its rewards unstored
+            if (answered >= T).all():
                 self._pending = (obs, ids, masks, inputs)
                 break
             for t in np.unique(cur[cur < T]):
