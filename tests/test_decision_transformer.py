@@ -6,8 +6,10 @@ one on the angular velocity alone (~190) and 100 random ones (~22): ~15k env ste
 ~100. Conditioned on a high target the DT must reach at least twice the dataset's mean, and the
 returns at three targets must be ordered with clear margins.
 
-Measured here (torch, 1000 gradient steps, context 10, embedding 32, 2 layers; 10 episodes per
-target; busy 2-core machine): see MEASURED below.
+Measured here (400 gradient steps; context 10, embedding 32, 1 layer, batch 32, lr 3e-3 after 50
+warmup steps; 10 episodes per target; busy 2-core machine, load ~10), returns at targets 500 / 150 / 20
+against a dataset mean of 100.8: torch seed 0: 372 / 190 / 12, seed 1: 300 / 173 / 34, seed 2:
+343 / 197 / 22. With 2 layers and 1000 steps at lr 1e-3: seed 0 289 / 191 / 11, seed 1 423 / 195 / 9.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ from puffer.errors import PufferError
 from puffer.sequence import DecisionTransformer
 
 minari = pytest.importorskip("minari", reason='pip install "puffer-rl[offline]" (minari[hdf5]) for offline RL')
-
-MEASURED = "filled in below"
-
 
 def good(obs: np.ndarray) -> np.ndarray:
     """A good CartPole controller: push towards where the pole is falling (500 nearly always)."""
@@ -205,21 +204,22 @@ def test_windows_are_right_padded_with_a_mask(mixed):
 
 
 # ---- learning -------------------------------------------------------------------------------
-SETTINGS = {"torch": 1000, "jax": 1000, "tinygrad": 400}
 TARGETS = (500.0, 150.0, 20.0)
+LEAN = {"context_len": 10, "embed_dim": 32, "num_layers": 1, "batch_size": 32, "learning_rate": 3e-3,
+        "warmup_steps": 50, "steps_per_update": 100, "eval_every": 0, "eval_episodes": 1}
 
 
-@pytest.mark.parametrize("backend", list(SETTINGS))
+@pytest.mark.parametrize("backend", ["torch", "jax", "tinygrad"])
 def test_dt_learns_return_conditioned_cartpole(backend, mixed):
+    """400 gradient steps of the lean config; see the module docstring for the measured returns."""
     if backend not in puffer.backends.available():
         pytest.fail(f"backend {backend} is not installed: pip install 'puffer-rl[{backend}]'")
-    small = backend == "tinygrad"
-    t = DT("cartpole", backend=backend, dataset=str(mixed.path), total_steps=SETTINGS[backend], context_len=10,
-           embed_dim=32, batch_size=32, steps_per_update=200, eval_every=0, eval_episodes=4, seed=0,
-           learning_rate=2e-3 if small else 1e-3, warmup_steps=100 if small else 300)
+    small = backend == "tinygrad"  # the slowest backend evaluates fewer episodes
+    t = DT("cartpole", backend=backend, dataset=str(mixed.path), total_steps=400, seed=0, num_envs=4 if small else 8,
+           **LEAN)
     try:
         t.train()
-        returns = [t.evaluate_target(target, episodes=6 if small else 10) for target in TARGETS]
+        returns = [t.evaluate_target(target, episodes=4 if small else 10) for target in TARGETS]
     finally:
         t.close()
     mean = mixed.stats()["return_mean"]
