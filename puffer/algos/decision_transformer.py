@@ -213,7 +213,7 @@ def declare(run: Any, cfg: DTConfig, returns: bool = True) -> Plan:
         return be.compile(step, donate=(0, 1, 2))
 
     def hyper(progress: float) -> dict[str, float]:
-        done = progress * cfg.total_steps
+        done = round(progress * cfg.total_steps)
         warm = min(1.0, (done + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         return {"lr": cfg.learning_rate * warm, "max_grad_norm": cfg.max_grad_norm, "dropout": cfg.dropout}
 
