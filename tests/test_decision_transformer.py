@@ -280,3 +280,22 @@ def test_bc_and_export_eval_cli(tmp_path, mixed, capsys):
     assert cli.main(["collect", "cartpole", "--checkpoint", str(run), "--episodes", "2", "--num-envs", "2",
                      "--to", str(tmp_path / "from-dt")]) == 0
     assert datasets.load(tmp_path / "from-dt").stats()["episodes"] == 2
+
+
+def test_dt_run_resumes_on_another_backend(tmp_path, mixed):
+    from puffer.train.resume import resume_trainer
+
+    t = DT("cartpole", backend="torch", dataset=str(mixed.path), total_steps=40, context_len=5, embed_dim=16,
+           steps_per_update=20, eval_every=40, eval_episodes=1)
+    try:
+        t.train(20)
+        t.save(tmp_path / "run")
+    finally:
+        t.close()
+    r = resume_trainer(tmp_path / "run", backend="jax")
+    try:
+        assert r.algo == "dt" and r.global_step == 20
+        stats = r.train()
+        assert r.global_step == 40 and np.isfinite(stats["loss"]) and "episode_return" in stats
+    finally:
+        r.close()
