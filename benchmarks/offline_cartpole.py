@@ -27,7 +27,9 @@ import puffer.algos  # noqa: E402,F401
 from puffer import datasets, spaces  # noqa: E402
 from puffer.algos.decision_transformer import BC, DT  # noqa: E402
 
-SMALL = {"context_len": 10, "embed_dim": 32, "batch_size": 32, "eval_every": 0, "eval_episodes": 2}
+# the learning test's lean config (tests/test_decision_transformer.py)
+SMALL = {"context_len": 10, "embed_dim": 32, "num_layers": 1, "batch_size": 32, "learning_rate": 3e-3,
+         "warmup_steps": 50, "eval_every": 0, "eval_episodes": 1}
 TARGETS = (500.0, 150.0, 20.0)
 
 
@@ -50,7 +52,7 @@ def make_dataset(path: str, seed: int = 0) -> datasets.Dataset:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--time-steps", type=int, default=100)
     ap.add_argument("--backends", default="torch,jax,tinygrad")
     ap.add_argument("--returns-backend", default="torch")

@@ -271,8 +271,11 @@ def random_policy(action_space: spaces.Space, rng: np.random.Generator) -> Calla
 
 def collect(env: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int, epsilon: float = 0.0,
             seed: int = 0, num_envs: int = 8, env_kwargs: dict | None = None,
-            max_steps: int = 10_000_000) -> Dataset:
-    """`episodes` whole episodes of `policy` (obs batch [B, D] -> env actions [B, ...]) on `env`, ε-noised."""
+            max_steps: int = 10_000_000, observe: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Dataset:
+    """`episodes` whole episodes of `policy` (obs batch [B, D] -> env actions [B, ...]) on `env`, ε-noised.
+
+    `observe(rewards, ended)` after each step feeds a sequence policy's context (e.g. a Decision Transformer's).
+    """
     import puffer
 
     if episodes < 1:
@@ -298,6 +301,8 @@ def collect(env: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int,
             actions = act(obs)
             nxt, rewards, term, trunc, infos = vec.step(actions)
             ended = np.asarray(term) | np.asarray(trunc)
+            if observe is not None:
+                observe(rewards, ended)
             final = infos.get("final_observation")
             for i in range(rows):
                 tr = trace[i]
@@ -363,14 +368,15 @@ def cmd_collect(args: Any) -> int:
     """`puffer collect`: record, save (or append), print statistics."""
     import puffer
 
-    algorithm = "random"
+    algorithm, observe = "random", None
     if args.checkpoint:
-        from puffer.train.evaluate import CheckpointPolicy
+        from puffer.train.evaluate import load_actor
 
-        actor = CheckpointPolicy(args.checkpoint, deterministic=not args.sample, seed=args.seed)
+        actor = load_actor(args.checkpoint, deterministic=not args.sample, seed=args.seed)
         if actor.recurrent:
             raise PufferError(f"{args.checkpoint}: collecting with a recurrent policy is not supported")
         policy, algorithm = actor.act, f"{actor.meta.get('algo')} checkpoint {args.checkpoint}"
+        observe = getattr(actor, "observe", None)
     elif args.script:
         policy, algorithm = load_script(args.script), f"script {args.script}"
     elif args.policy == "random":
@@ -381,7 +387,9 @@ def cmd_collect(args: Any) -> int:
     else:
         onnx = puffer.backend("onnxruntime").load_policy(args.policy, deterministic=not args.sample, seed=args.seed)
         policy, algorithm = onnx.act, f"onnx policy {args.policy}"
-    ds = collect(args.env, policy, args.episodes, args.epsilon, args.seed, args.num_envs, args.env_kwargs)
+        observe = getattr(onnx, "observe", None)
+    ds = collect(args.env, policy, args.episodes, args.epsilon, args.seed, args.num_envs, args.env_kwargs,
+                 observe=observe)
     print(f"collected {ds.describe()}")
     path = save(args.to, ds, append=args.append, algorithm=f"{algorithm}, epsilon {args.epsilon}")
     total = load(path)

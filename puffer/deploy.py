@@ -355,6 +355,7 @@ class SequencePolicy(Policy):
         self.sequence = json.loads(meta[META["sequence"]])
         self.head = json.loads(meta[META["head"]])
         self.obs_dim = int(self.observation_space.shape[0])
+        self.obs_dtype = np.dtype(np.float32)
         self.deterministic = deterministic
         self.rng = np.random.Generator(np.random.PCG64(seed))
         target = self.sequence.get("target_return", 0.0) if target_return is None else target_return

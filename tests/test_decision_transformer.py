@@ -6,8 +6,11 @@ one on the angular velocity alone (~190) and 100 random ones (~22): ~15k env ste
 ~100. Conditioned on a high target the DT must reach at least twice the dataset's mean, and the
 returns at three targets must be ordered with clear margins.
 
-Measured here (torch, 1000 gradient steps, context 10, embedding 32, 2 layers; 10 episodes per
-target; busy 2-core machine): see MEASURED below.
+Measured here (400 gradient steps; context 10, embedding 32, 1 layer, batch 32, lr 3e-3 after 50
+warmup steps; 10 episodes per target; busy 2-core machine, load ~7-10), returns at targets
+500 / 150 / 20 against a dataset mean of 100.8: torch seed 0: 379 / 188 / 10, seed 1: 366 / 191 / 10,
+seed 2: 352 / 240 / 9. (2 layers, 1000 steps at lr 1e-3, warmup applied per update, the first
+version: seed 0 289 / 191 / 11, seed 1 423 / 195 / 9.)
 """
 
 from __future__ import annotations
@@ -26,9 +29,6 @@ from puffer.errors import PufferError
 from puffer.sequence import DecisionTransformer
 
 minari = pytest.importorskip("minari", reason='pip install "puffer-rl[offline]" (minari[hdf5]) for offline RL')
-
-MEASURED = "filled in below"
-
 
 def good(obs: np.ndarray) -> np.ndarray:
     """A good CartPole controller: push towards where the pole is falling (500 nearly always)."""
@@ -205,21 +205,22 @@ def test_windows_are_right_padded_with_a_mask(mixed):
 
 
 # ---- learning -------------------------------------------------------------------------------
-SETTINGS = {"torch": 1000, "jax": 1000, "tinygrad": 400}
 TARGETS = (500.0, 150.0, 20.0)
+LEAN = {"context_len": 10, "embed_dim": 32, "num_layers": 1, "batch_size": 32, "learning_rate": 3e-3,
+        "warmup_steps": 50, "steps_per_update": 100, "eval_every": 0, "eval_episodes": 1}
 
 
-@pytest.mark.parametrize("backend", list(SETTINGS))
+@pytest.mark.parametrize("backend", ["torch", "jax", "tinygrad"])
 def test_dt_learns_return_conditioned_cartpole(backend, mixed):
+    """400 gradient steps of the lean config; see the module docstring for the measured returns."""
     if backend not in puffer.backends.available():
         pytest.fail(f"backend {backend} is not installed: pip install 'puffer-rl[{backend}]'")
-    small = backend == "tinygrad"
-    t = DT("cartpole", backend=backend, dataset=str(mixed.path), total_steps=SETTINGS[backend], context_len=10,
-           embed_dim=32, batch_size=32, steps_per_update=200, eval_every=0, eval_episodes=4, seed=0,
-           learning_rate=2e-3 if small else 1e-3, warmup_steps=100 if small else 300)
+    small = backend == "tinygrad"  # the slowest backend evaluates fewer episodes
+    t = DT("cartpole", backend=backend, dataset=str(mixed.path), total_steps=400, seed=0, num_envs=4 if small else 8,
+           **LEAN)
     try:
         t.train()
-        returns = [t.evaluate_target(target, episodes=6 if small else 10) for target in TARGETS]
+        returns = [t.evaluate_target(target, episodes=4 if small else 10) for target in TARGETS]
     finally:
         t.close()
     mean = mixed.stats()["return_mean"]
@@ -229,19 +230,20 @@ def test_dt_learns_return_conditioned_cartpole(backend, mixed):
 
 def test_bc_and_export_eval_cli(tmp_path, mixed, capsys):
     """BC trains from the same data; a DT run saves, evaluates by target and exports with ONNX parity."""
-    bc = BC("cartpole", backend="torch", dataset=str(mixed.path), total_steps=200, context_len=10, embed_dim=32,
-            batch_size=32, steps_per_update=100, eval_every=100, eval_episodes=2)
+    bc = BC("cartpole", backend="torch", dataset=str(mixed.path), total_steps=100, context_len=10, embed_dim=32,
+            batch_size=32, steps_per_update=50, eval_every=50, eval_episodes=1)
     try:
         stats = bc.train()
-        assert np.isfinite(stats["loss"]) and "episode_return" in stats and bc.global_step == 200
+        assert np.isfinite(stats["loss"]) and "episode_return" in stats and bc.global_step == 100
+        assert len(bc.episodes) == 2  # one evaluation episode every 50 gradient steps
     finally:
         bc.close()
     run = tmp_path / "dt"
     assert cli.main(["train", "cartpole", "--algo", "dt", "--backend", "torch", "--dataset", str(mixed.path),
                             "--total-steps", "100", "--context-len", "5", "--embed-dim", "16", "--steps-per-update",
-                            "50", "--eval-every", "100", "--eval-episodes", "2", "--run-dir", str(run), "--quiet"]) == 0
+                            "50", "--eval-every", "100", "--eval-episodes", "1", "--run-dir", str(run), "--quiet"]) == 0
     assert cli.main(["eval", "cartpole", "--checkpoint", str(run), "--target-return", "300",
-                            "--episodes", "2"]) == 0
+                     "--episodes", "1", "--num-envs", "1"]) == 0
     assert "mean return" in capsys.readouterr().out
     assert cli.main(["eval", "--checkpoint", str(run), "--target-return", "nan", "--episodes", "1"]) == 2
     assert "finite" in capsys.readouterr().err
@@ -272,4 +274,28 @@ def test_bc_and_export_eval_cli(tmp_path, mixed, capsys):
             policy.reset()
             reward = None
     env.close()
-    assert cli.main(["eval", "--policy", str(onnx_path), "--target-return", "300", "--episodes", "2"]) == 0
+    assert cli.main(["eval", "--policy", str(onnx_path), "--target-return", "300", "--episodes", "1",
+                     "--num-envs", "1"]) == 0
+    # a DT checkpoint collects data too (its context sees every reward)
+    assert cli.main(["collect", "cartpole", "--checkpoint", str(run), "--episodes", "2", "--num-envs", "2",
+                     "--to", str(tmp_path / "from-dt")]) == 0
+    assert datasets.load(tmp_path / "from-dt").stats()["episodes"] == 2
+
+
+def test_dt_run_resumes_on_another_backend(tmp_path, mixed):
+    from puffer.train.resume import resume_trainer
+
+    t = DT("cartpole", backend="torch", dataset=str(mixed.path), total_steps=40, context_len=5, embed_dim=16,
+           steps_per_update=20, eval_every=40, eval_episodes=1)
+    try:
+        t.train(20)
+        t.save(tmp_path / "run")
+    finally:
+        t.close()
+    r = resume_trainer(tmp_path / "run", backend="jax")
+    try:
+        assert r.algo == "dt" and r.global_step == 20
+        stats = r.train()
+        assert r.global_step == 40 and np.isfinite(stats["loss"]) and "episode_return" in stats
+    finally:
+        r.close()

@@ -249,13 +249,15 @@ class Trainer(RolloutMixin, EpisodesMixin):
     def update_offline(self) -> dict[str, float]:
         """`epochs` gradient steps on minibatches drawn from the dataset; returns mean statistics."""
         plan, be = self.plan, self.be
-        hyper_values = plan.hyper(self.progress_fraction())
-        hyper = hyper_arrays(be, hyper_values)
         keys = plan.stat_keys
         acc = be.asarray(np.zeros(len(keys), np.float32))
-        for _ in range(plan.epochs):
+        total = max(self.config.total_steps, 1)
+        for i in range(plan.epochs):
+            # per gradient step, so that schedules such as a warmup advance with every step
+            hyper_values = plan.hyper(min((self.global_step + i) / total, 1.0))
             packed = be.asarray(self._offline_batch())
-            self.params, self.opt_state, acc = self._step(self.params, self.opt_state, acc, packed, hyper)
+            self.params, self.opt_state, acc = self._step(self.params, self.opt_state, acc, packed,
+                                                          hyper_arrays(be, hyper_values))
         means = be.to_numpy(acc) / max(plan.epochs, 1)
         stats = dict(zip(keys, (float(x) for x in means)))
         if "lr" in hyper_values:
