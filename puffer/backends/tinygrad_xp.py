@@ -727,15 +727,16 @@ def less(x1: Any, x2: Any, /) -> Tensor:
 
 
 def _le(x1: Tensor, x2: Any) -> Tensor:
-    # tinygrad computes x1 <= x2 as not (x2 < x1), which is True when either is NaN
+    # tinygrad computes x1 <= x2 as not (x2 < x1), which is True when either is NaN; a comparison has no
+    # gradient, and detaching says so to tinygrad (which has no gradient rule for the OR of two comparisons)
     if _is_float(x1.dtype) or (isinstance(x2, Tensor) and _is_float(x2.dtype)) or isinstance(x2, _pyfloat):
-        return (x1 < x2) | (x1 == x2)
+        return ((x1 < x2) | (x1 == x2)).detach()
     return _tinygrad_le(x1, x2)
 
 
 def _ge(x1: Tensor, x2: Any) -> Tensor:
     if _is_float(x1.dtype) or (isinstance(x2, Tensor) and _is_float(x2.dtype)) or isinstance(x2, _pyfloat):
-        return (x1 > x2) | (x1 == x2)
+        return ((x1 > x2) | (x1 == x2)).detach()
     return _tinygrad_ge(x1, x2)
 
 

@@ -26,18 +26,19 @@ BATCH = "batch"
 
 
 def build_model(model: DecisionTransformer, params: dict[str, np.ndarray], sample_graph: bool = False,
-                opset: int = 18, metadata: dict[str, str] | None = None) -> Any:
-    """Trace `model` with numpy `params` into a validated `onnx.ModelProto`."""
+                opset: int | None = None, metadata: dict[str, str] | None = None) -> Any:
+    """Trace `model` with numpy `params` into a validated `onnx.ModelProto` of `opset` (default 17)."""
     import onnx
 
-    from puffer.backends.onnx_backend import OnnxBackend
+    from puffer.backends.onnx_backend import DEFAULT_OPSET, OnnxBackend
 
     expected = set(model.init(None, 0))
     if set(params) != expected:
         raise ExportError(f"parameters {sorted(params)} do not fit the model, which needs {sorted(expected)}")
     be = OnnxBackend()
     k, head = model.context, model.head
-    with be.trace():
+    opset = DEFAULT_OPSET if opset is None else opset
+    with be.trace(opset):
         states = be.input("states", np.float32, (BATCH, k, model.obs_dim))
         actions = be.input("actions", np.float32, (BATCH, k, head.action_dim))
         rtg = be.input("returns_to_go", np.float32, (BATCH, k, 1))
@@ -54,9 +55,11 @@ def build_model(model: DecisionTransformer, params: dict[str, np.ndarray], sampl
             be.output("mean", mean)
         if sample_graph:
             be.output("sample_action", model.act(be, p, states, actions, rtg, timesteps, mask, noise))
-        graph = be.model("puffer_sequence_policy", opset=opset,
+        graph = be.model("puffer_sequence_policy",
                          doc="puffer sequence policy: context of the last K steps -> next action")
-    onnx.helper.set_model_props(graph, dict(metadata or {}))
+    props = dict(metadata or {})
+    props.update({META["opset"]: str(graph.opset_import[0].version), META["ir_version"]: str(graph.ir_version)})
+    onnx.helper.set_model_props(graph, props)
     try:
         onnx.checker.check_model(graph, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -65,7 +68,7 @@ def build_model(model: DecisionTransformer, params: dict[str, np.ndarray], sampl
 
 
 def export_sequence(groups: dict[str, dict[str, np.ndarray]], manifest: dict[str, Any], to: str | Path,
-                    sample_graph: bool = False, opset: int = 18) -> Path:
+                    sample_graph: bool = False, opset: int | None = None) -> Path:
     """Write the sequence policy of a loaded checkpoint (`groups`, `manifest`) to the ONNX file `to`."""
     obs_space = spaces.from_json(manifest["observation_space"])
     act_space = spaces.from_json(manifest["action_space"])
