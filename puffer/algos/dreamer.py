@@ -341,6 +341,49 @@ def world_model_update(be: Backend, spec: Spec, lr: float = 1e-3, max_grad_norm:
     return update
 
 
+# ---- host side: env steps into the sequence replay ---------------------------------------------
+def replay_fields(spec: Spec) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """The per-step fields Dreamer stores: obs, the action that led to it, reward, is_first, is_terminal."""
+    return {"obs": ((spec.obs_dim,), np.float32), "prev_actions": ((spec.act_dim,), np.float32),
+            "rewards": ((), np.float32), "is_first": ((), np.float32), "is_terminal": ((), np.float32)}
+
+
+def encode_actions(spec: Spec, actions: np.ndarray) -> np.ndarray:
+    """Env actions as model inputs: one-hot for discrete, float32 vectors for continuous."""
+    if spec.discrete:
+        return np.eye(spec.act_dim, dtype=np.float32)[np.asarray(actions, np.int64)]
+    return np.asarray(actions, np.float32).reshape(-1, spec.act_dim)
+
+
+def record_reset(replay: Any, spec: Spec, obs: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """The first step of new episodes: the observation, a zero action and reward, is_first = 1."""
+    n = len(obs)
+    replay.add({"obs": np.asarray(obs, np.float32), "prev_actions": np.zeros((n, spec.act_dim), np.float32),
+                "rewards": np.zeros(n, np.float32), "is_first": np.ones(n, np.float32),
+                "is_terminal": np.zeros(n, np.float32)}, rows)
+
+
+def record_step(replay: Any, spec: Spec, actions: np.ndarray, obs: np.ndarray, rewards: np.ndarray,
+                terminals: np.ndarray, truncations: np.ndarray, infos: dict) -> None:
+    """One env step: ended rows get their true last observation, then their next episode's first step."""
+    done = np.logical_or(terminals, truncations)
+    last = np.asarray(infos["final_observation"] if done.any() else obs, np.float32)
+    replay.add({"obs": last, "prev_actions": encode_actions(spec, actions), "rewards": np.asarray(rewards, np.float32),
+                "is_first": np.zeros(len(obs), np.float32), "is_terminal": np.asarray(terminals, np.float32)})
+    if done.any():
+        rows = np.flatnonzero(done)
+        record_reset(replay, spec, obs[rows], rows)
+
+
+def to_batch(be: Backend, spec: Spec, seqs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Array]:
+    """Replayed sequences [T, B] with host-drawn latent noise and zero start states, as backend arrays."""
+    t, b = seqs["rewards"].shape
+    batch = {k: be.asarray(v) for k, v in seqs.items()}
+    batch["noise"] = be.asarray(gumbel(rng, (t, b, spec.stoch, spec.classes)))
+    batch["h0"], batch["z0"] = initial_latent(be, spec, b)
+    return batch
+
+
 def initial_latent(be: Backend, spec: Spec, batch_size: int) -> tuple[Array, Array]:
     """Zero deterministic and stochastic states [B, D], [B, S*K]."""
     return (be.asarray(np.zeros((batch_size, spec.deter), np.float32)),
@@ -350,4 +393,5 @@ def initial_latent(be: Backend, spec: Spec, batch_size: int) -> tuple[Array, Arr
 __all__ = ["symlog", "symexp", "bins", "twohot", "twohot_mean", "twohot_loss", "unimix_logits", "gumbel",
            "sample_onehot", "categorical_kl", "free_bits", "percentile", "return_scale", "lambda_returns",
            "Spec", "SIZES", "make_spec", "init_params", "img_step", "posterior", "observe", "world_model_loss",
-           "world_model_update", "initial_latent"]
+           "world_model_update", "initial_latent", "replay_fields", "encode_actions", "record_reset",
+           "record_step", "to_batch"]
