@@ -181,3 +181,48 @@ def test_world_model_loss_and_grads_agree(tbe):
     assert any(np.abs(v).max() > 0 for v in grads.values())
     for k in ref_grads:
         _close(grads[k], ref_grads[k], 1e-4)
+
+
+def _behaviour_grads(be_name: str, spec: D.Spec, dtype: str):
+    be = puffer.backend(be_name)
+    g = np.random.default_rng(7)
+    raw = D.init_params(spec, 8)
+    for head in (f"critic/{spec.layers}/w", f"wm/rew/{spec.layers}/w"):  # leave the zero init for non-trivial values
+        raw[head] = g.normal(size=raw[head].shape) * 0.3
+    params = {k: be.asarray(np.asarray(v).astype(dtype)) for k, v in raw.items()}
+    slow = {k: be.asarray((np.asarray(v) + 0.05 * g.normal(size=np.shape(v))).astype(dtype))
+            for k, v in raw.items() if k.startswith("critic/")}
+    n, horizon = 5, 3
+    h0 = be.asarray((g.normal(size=(n, spec.deter)) * 0.5).astype(dtype))
+    z0 = be.asarray(np.eye(spec.classes)[g.integers(0, spec.classes, (n, spec.stoch))].reshape(n, -1).astype(dtype))
+    lat = be.asarray(D.gumbel(g, (horizon, n, spec.stoch, spec.classes)).astype(dtype))
+    act = be.asarray((D.gumbel(g, (horizon, n, ACT)) if spec.discrete else g.normal(size=(horizon, n, ACT)))
+                     .astype(dtype))
+    centres = be.asarray(D.bins().astype(dtype))
+    lo, hi = be.asarray(np.asarray(-0.5, dtype)), be.asarray(np.asarray(1.5, dtype))
+    feats, actions = D.imagine(be, spec, params, h0, z0, lat, act)
+    learn = {k: v for k, v in params.items() if k.startswith(("actor/", "critic/"))}
+
+    def f(p, feats, actions):
+        loss, stats, (lo_, hi_) = D.behaviour_loss(be, spec, {**params, **p}, slow, feats, actions, lo, hi, centres,
+                                                   0.99, 0.95, 3e-3)
+        return loss, {**stats, "lo": lo_, "hi": hi_}
+
+    (loss, stats), grads = be.value_and_grad(f, has_aux=True)(learn, feats, actions)
+    return (be.to_numpy(feats), {k: float(be.to_numpy(v)) for k, v in stats.items()},
+            {k: be.to_numpy(v) for k, v in grads.items()})
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["discrete", "continuous"])
+def test_imagination_and_behaviour_agree(tbe, discrete):
+    """Imagined features, actor/critic losses and their gradients vs the float64 reference."""
+    ref_name = next(n for n in ("torch", "jax") if n in puffer.backends.available())
+    spec = _spec(discrete)
+    ref_feats, ref_stats, ref_grads = _behaviour_grads(ref_name, spec, "float64")
+    feats, stats, grads = _behaviour_grads(tbe.name, spec, "float32")
+    _close(feats, ref_feats, 1e-5)
+    for k in ref_stats:
+        _close(stats[k], ref_stats[k], 1e-4)
+    assert set(grads) == set(ref_grads) and any(np.abs(v).max() > 0 for v in grads.values())
+    for k in ref_grads:
+        _close(grads[k], ref_grads[k], 1e-4)

@@ -341,6 +341,122 @@ def world_model_update(be: Backend, spec: Spec, lr: float = 1e-3, max_grad_norm:
     return update
 
 
+# ---- behaviour: actor and critic in imagination -------------------------------------------------
+MIN_STD, MAX_STD = 0.1, 1.0
+
+
+def actor_dist(be: Backend, spec: Spec, params: Params, feat: Array) -> tuple[Array, Array | None]:
+    """Discrete: (unimix log-probs [.., A], None); continuous: (mean in [-1, 1], std in [MIN_STD, MAX_STD])."""
+    xp = be.xp
+    out = _net(be, params, feat, "actor/")
+    if spec.discrete:
+        return unimix_logits(be, out), None
+    a = spec.act_dim
+    std = (MAX_STD - MIN_STD) * be.sigmoid(out[..., a:] + 2.0) + MIN_STD
+    return xp.tanh(out[..., :a]), std
+
+
+def actor_sample(be: Backend, spec: Spec, dist: tuple[Array, Array | None], noise: Array) -> Array:
+    """An action from host `noise` (Gumbel for discrete, giving a one-hot; standard normal for continuous)."""
+    xp = be.xp
+    first, std = dist
+    if spec.discrete:
+        z = first + noise
+        return xp.astype(z >= xp.max(z, axis=-1, keepdims=True), first.dtype)
+    return first + std * noise
+
+
+def actor_logp(be: Backend, spec: Spec, dist: tuple[Array, Array | None], action: Array) -> Array:
+    """Log-probability [..] of `action` (one-hot, or the unclipped Gaussian sample)."""
+    xp = be.xp
+    first, std = dist
+    if spec.discrete:
+        return xp.sum(first * action, axis=-1)
+    zs = (action - first) / std
+    return xp.sum(-0.5 * zs * zs - xp.log(std) - 0.5 * math.log(2 * math.pi), axis=-1)
+
+
+def actor_entropy(be: Backend, spec: Spec, dist: tuple[Array, Array | None]) -> Array:
+    """Entropy [..] of the action distribution (nats)."""
+    xp = be.xp
+    first, std = dist
+    if spec.discrete:
+        return -xp.sum(xp.exp(first) * first, axis=-1)
+    return xp.sum(xp.log(std) + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
+
+
+def model_action(be: Backend, spec: Spec, action: Array) -> Array:
+    """What the dynamics (and the env) receive: the one-hot, or the Gaussian sample clipped to [-1, 1]."""
+    return action if spec.discrete else be.xp.clip(action, -1.0, 1.0)
+
+
+def imagine(be: Backend, spec: Spec, params: Params, h: Array, z: Array, latent_noise: Array,
+            action_noise: Array) -> tuple[Array, Array]:
+    """Roll the prior forward from (h, z) [N, ...] for H = len(noise) steps with the actor.
+
+    Returns features [H + 1, N, F] and the sampled actions [H, N, A], both without gradient: the
+    actor learns by REINFORCE on normalized returns (DreamerV3's choice for every action space).
+    """
+    xp = be.xp
+    sg = be.stop_gradient
+
+    def step(carry, inp):
+        h, z = carry
+        g, e = inp
+        feat = xp.concat([h, z], axis=-1)
+        action = sg(actor_sample(be, spec, actor_dist(be, spec, params, feat), e))
+        h, prior = img_step(be, spec, params, h, z, model_action(be, spec, action))
+        z = _flat(be, sample_onehot(be, prior, g))
+        return (sg(h), sg(z)), (feat, action)
+
+    (h, z), (feats, actions) = be.scan(step, (sg(h), sg(z)), (latent_noise, action_noise))
+    last = xp.expand_dims(xp.concat([h, z], axis=-1), axis=0)
+    return sg(xp.concat([feats, last], axis=0)), actions
+
+
+def cumulative_weights(be: Backend, discounts: Array) -> Array:
+    """w_0 = 1, w_t = prod_{i < t} discounts_i [T, N]: how much each imagined step still counts."""
+    def step(w, d):
+        return w * d, w
+
+    _, out = be.scan(step, be.xp.ones_like(discounts[0]), discounts)
+    return out
+
+
+def behaviour_loss(be: Backend, spec: Spec, params: Params, slow: Params, feats: Array, actions: Array,
+                   lo: Array, hi: Array, centres: Array, gamma: float, lam: float, ent_coef: float,
+                   start_cont: Array | None = None) -> tuple[Array, dict[str, Array], tuple[Array, Array]]:
+    """Actor (REINFORCE on percentile-normalized lambda-return advantages, entropy bonus) and critic
+    (two-hot on lambda-returns plus a pull toward the slow critic) losses; returns (loss, stats, (lo, hi)).
+
+    `start_cont` [N] (1 - is_terminal of each start state) weights out imagination that starts after
+    an episode's end, where the model has never seen a transition.
+    """
+    xp = be.xp
+    sg = be.stop_gradient
+    rewards = sg(twohot_mean(be, _net(be, params, feats[1:], "wm/rew/"), centres))
+    cont = sg(be.sigmoid(_net(be, params, feats[1:], "wm/cont/")[..., 0]))
+    values = sg(twohot_mean(be, _net(be, params, feats, "critic/"), centres))
+    discounts = gamma * cont
+    returns = sg(lambda_returns(be, rewards, discounts, values[1:], lam))
+    weights = sg(cumulative_weights(be, discounts))
+    if start_cont is not None:
+        weights = weights * start_cont
+    lo, hi, scale = return_scale(be, returns, lo, hi)
+    adv = sg((returns - values[:-1]) / scale)
+    dist = actor_dist(be, spec, params, feats[:-1])
+    logp = actor_logp(be, spec, dist, actions)
+    ent = actor_entropy(be, spec, dist)
+    actor_loss = xp.mean(weights * -(logp * adv + ent_coef * ent))
+    logits = _net(be, params, feats[:-1], "critic/")
+    slow_mean = sg(twohot_mean(be, _net(be, slow, feats[:-1], "critic/"), centres))
+    critic_loss = xp.mean(weights * (twohot_loss(be, logits, returns, centres)
+                                     + twohot_loss(be, logits, slow_mean, centres)))
+    stats = {"actor_loss": actor_loss, "critic_loss": critic_loss, "entropy": sg(xp.mean(ent)),
+             "imag_return": sg(xp.mean(returns)), "return_scale": sg(scale)}
+    return actor_loss + critic_loss, stats, (lo, hi)
+
+
 # ---- host side: env steps into the sequence replay ---------------------------------------------
 def replay_fields(spec: Spec) -> dict[str, tuple[tuple[int, ...], Any]]:
     """The per-step fields Dreamer stores: obs, the action that led to it, reward, is_first, is_terminal."""
@@ -390,8 +506,190 @@ def initial_latent(be: Backend, spec: Spec, batch_size: int) -> tuple[Array, Arr
             be.asarray(np.zeros((batch_size, spec.latent), np.float32)))
 
 
-__all__ = ["symlog", "symexp", "bins", "twohot", "twohot_mean", "twohot_loss", "unimix_logits", "gumbel",
-           "sample_onehot", "categorical_kl", "free_bits", "percentile", "return_scale", "lambda_returns",
-           "Spec", "SIZES", "make_spec", "init_params", "img_step", "posterior", "observe", "world_model_loss",
-           "world_model_update", "initial_latent", "replay_fields", "encode_actions", "record_reset",
-           "record_step", "to_batch"]
+# ---- the whole update and a training loop -------------------------------------------------------
+@dataclass(frozen=True)
+class Hyper:
+    """Update settings fixed for a run (closed over by the compiled update)."""
+
+    wm_lr: float = 1e-3
+    ac_lr: float = 3e-4
+    horizon: int = 15
+    gamma: float = 0.99
+    lam: float = 0.95
+    ent_coef: float = 3e-4
+    slow_rate: float = 0.02
+    max_grad_norm: float = 100.0
+
+
+def _sub(params: Params, *prefixes: str) -> Params:
+    return {k: v for k, v in params.items() if k.startswith(prefixes)}
+
+
+def make_update(be: Backend, spec: Spec, hp: Hyper) -> Any:
+    """`update(params, slow, wm_opt, ac_opt, lo, hi, batch, latent_noise, action_noise)` -> the same, updated,
+    plus stats: one world-model step, imagination from every replayed posterior state, one actor-critic
+    step and the slow-critic EMA. `latent_noise` [H, T*B, S, K], `action_noise` [H, T*B, A] come from the host.
+    """
+    xp = be.xp
+    centres_np = bins()
+
+    def wm_fn(wm, batch):
+        loss, stats, (hs, zs) = world_model_loss(be, spec, wm, batch, be.asarray(centres_np))
+        return loss, (stats, hs, zs)
+
+    def ac_fn(ac, rest, slow, feats, actions, lo, hi, start_cont):
+        loss, stats, (lo, hi) = behaviour_loss(be, spec, {**rest, **ac}, slow, feats, actions, lo, hi,
+                                               be.asarray(centres_np), hp.gamma, hp.lam, hp.ent_coef, start_cont)
+        return loss, (stats, lo, hi)
+
+    wm_grad = be.value_and_grad(wm_fn, has_aux=True)
+    ac_grad = be.value_and_grad(ac_fn, has_aux=True)
+
+    def update(params, slow, wm_opt, ac_opt, lo, hi, batch, latent_noise, action_noise):
+        wm = _sub(params, "wm/")
+        (_, (stats, hs, zs)), g = wm_grad(wm, batch)
+        g, wm_norm = optim.clip_by_global_norm(be, g, hp.max_grad_norm)
+        wm, wm_opt = optim.adam.update(be, wm, g, wm_opt, hp.wm_lr)
+        n = hs.shape[0] * hs.shape[1]
+        feats, actions = imagine(be, spec, params, xp.reshape(hs, (n, spec.deter)), xp.reshape(zs, (n, spec.latent)),
+                                 latent_noise, action_noise)
+        ac = _sub(params, "actor/", "critic/")
+        start_cont = xp.reshape(1.0 - batch["is_terminal"], (n,))
+        (_, (bstats, lo, hi)), g = ac_grad(ac, wm, slow, feats, actions, lo, hi, start_cont)
+        g, ac_norm = optim.clip_by_global_norm(be, g, hp.max_grad_norm)
+        ac, ac_opt = optim.adam.update(be, ac, g, ac_opt, hp.ac_lr)
+        slow = {k: (1.0 - hp.slow_rate) * v + hp.slow_rate * ac[k] for k, v in slow.items()}
+        return ({**wm, **ac}, slow, wm_opt, ac_opt, lo, hi,
+                {**stats, **bstats, "wm_grad_norm": wm_norm, "ac_grad_norm": ac_norm})
+
+    return update
+
+
+def make_act(be: Backend, spec: Spec) -> Any:
+    """`act(params, h, z, prev_action, obs, is_first, latent_noise, action_noise) -> (h, z, action)`: one
+    filtering step of the RSSM on the newest observation, then an action from the actor."""
+    xp = be.xp
+
+    def act_fn(params, h, z, prev_action, obs, is_first, latent_noise, action_noise):
+        keep = xp.expand_dims(1.0 - is_first, axis=-1)
+        h, _ = img_step(be, spec, params, h * keep, z * keep, prev_action * keep)
+        post = posterior(be, spec, params, h, _net(be, params, symlog(be, obs), "wm/enc/"))
+        z = _flat(be, sample_onehot(be, post, latent_noise))
+        dist = actor_dist(be, spec, params, xp.concat([h, z], axis=-1))
+        return h, z, model_action(be, spec, actor_sample(be, spec, dist, action_noise))
+
+    return act_fn
+
+
+class Dreamer:
+    """A self-contained Dreamer loop on a native vector env: act, record into a SequenceReplay, update.
+
+    `train_ratio` is replayed steps per env step (updates = env steps * train_ratio / (batch * seq_len)).
+    NaN world-model losses skip the update (counted in `nan_skips`); `max_nan` in a row raise PufferError.
+    """
+
+    def __init__(self, env: Any, backend: Any, size: str = "xs", train_ratio: float = 32.0, batch: int = 16,
+                 seq_len: int = 16, capacity: int = 100_000, seed: int = 0, hyper: Hyper | None = None,
+                 max_nan: int = 5, log: Any = print, **spec_overrides: Any):
+        from puffer.backends import backend as get_backend
+        from puffer.train.replay import SequenceReplay
+
+        self.be = get_backend(backend)
+        self.env, self.log = env, log
+        self.spec = make_spec(env.single_observation_space, env.single_action_space, size, **spec_overrides)
+        self.hp = hyper or Hyper()
+        self.train_ratio, self.batch, self.seq_len, self.max_nan = float(train_ratio), batch, seq_len, max_nan
+        be = self.be
+        self.params = {k: be.asarray(v) for k, v in init_params(self.spec, seed).items()}
+        self.slow = {k: v for k, v in self.params.items() if k.startswith("critic/")}
+        self.wm_opt = optim.adam.init(be, _sub(self.params, "wm/"))
+        self.ac_opt = optim.adam.init(be, _sub(self.params, "actor/", "critic/"))
+        self.lo, self.hi = be.asarray(np.float32(0.0)), be.asarray(np.float32(0.0))
+        self.replay = SequenceReplay(replay_fields(self.spec), env.num_agents, max(capacity // env.num_agents, seq_len))
+        self.rng = np.random.default_rng(seed)
+        self._update = be.compile(make_update(be, self.spec, self.hp))
+        self._act = be.compile(make_act(be, self.spec))
+        self.env_steps, self.updates, self.nan_skips, self._nan_row = 0, 0, 0, 0
+        self.finite_losses: list[float] = []
+        self.episode_returns: list[float] = []
+        self._seed = seed
+        self._carry: tuple | None = None
+
+    def _act_noise(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.spec
+        act = gumbel(self.rng, (n, s.act_dim)) if s.discrete else self.rng.standard_normal((n, s.act_dim), np.float32)
+        return gumbel(self.rng, (n, s.stoch, s.classes)), act
+
+    def update(self) -> dict[str, float]:
+        """One update from replayed sequences (the caller checks that the replay can serve them)."""
+        s, be = self.spec, self.be
+        batch = to_batch(be, s, self.replay.sample(self.rng, self.batch, self.seq_len), self.rng)
+        n = self.batch * self.seq_len
+        lat = gumbel(self.rng, (self.hp.horizon, n, s.stoch, s.classes))
+        act = (gumbel(self.rng, (self.hp.horizon, n, s.act_dim)) if s.discrete
+               else self.rng.standard_normal((self.hp.horizon, n, s.act_dim), np.float32))
+        out = self._update(self.params, self.slow, self.wm_opt, self.ac_opt, self.lo, self.hi, batch,
+                           be.asarray(lat), be.asarray(act))
+        stats = {k: float(be.to_numpy(v)) for k, v in out[-1].items()}
+        if not np.isfinite(stats["wm_loss"]) or not np.isfinite(stats["actor_loss"] + stats["critic_loss"]):
+            self.nan_skips += 1
+            self._nan_row += 1
+            self.log(f"dreamer: non-finite loss at update {self.updates}; update skipped ({self.nan_skips} so far)")
+            if self._nan_row >= self.max_nan:
+                raise PufferError(f"dreamer: {self.max_nan} non-finite losses in a row; the last finite "
+                                  f"world-model losses were {self.finite_losses}")
+            return stats
+        self._nan_row = 0
+        self.params, self.slow, self.wm_opt, self.ac_opt, self.lo, self.hi = out[:6]
+        self.finite_losses = (self.finite_losses + [stats["wm_loss"]])[-5:]
+        self.updates += 1
+        return stats
+
+    def train(self, steps: int) -> dict[str, float]:
+        """Collect `steps` env steps (rounded up to whole vector steps), updating at `train_ratio`."""
+        be, s, env = self.be, self.spec, self.env
+        n = env.num_agents
+        if self._carry is None:  # the first call starts the envs; later calls continue their episodes
+            obs, _ = env.reset(seed=self._seed)
+            record_reset(self.replay, s, obs)
+            h, z = initial_latent(be, s, n)
+            self._carry = (obs.copy(), h, z, np.zeros((n, s.act_dim), np.float32), np.ones(n, np.float32))
+        obs, h, z, prev, first = self._carry
+        waited, stats = False, {}
+        per_update = self.batch * self.seq_len
+        while self.env_steps < steps:
+            lat, act = self._act_noise(n)
+            h, z, a = self._act(self.params, h, z, be.asarray(prev), be.asarray(np.asarray(obs, np.float32)),
+                                be.asarray(first), be.asarray(lat), be.asarray(act))
+            a_np = be.to_numpy(a)
+            env_action = a_np.argmax(-1) if s.discrete else a_np
+            obs, rew, term, trunc, infos = env.step(env_action)
+            record_step(self.replay, s, env_action, obs, rew, term, trunc, infos)
+            self.episode_returns += [float(e["episode_return"]) for e in infos["episodes"]]
+            done = np.logical_or(term, trunc)
+            prev, first = encode_actions(s, env_action), done.astype(np.float32)
+            self.env_steps += n
+            if self.replay.sequences(self.seq_len) == 0:
+                if not waited:
+                    self.log(f"dreamer: waiting for data: the replay holds no sequence of {self.seq_len} steps yet")
+                    waited = True
+                continue
+            while self.updates + self.nan_skips < self.env_steps * self.train_ratio / per_update:
+                stats = self.update()
+        self._carry = (obs.copy(), h, z, prev, first)
+        return stats
+
+    def recent_return(self, episodes: int = 100) -> float:
+        """Mean return of the last `episodes` finished episodes (nan before the first)."""
+        tail = self.episode_returns[-episodes:]
+        return float(np.mean(tail)) if tail else float("nan")
+
+
+__all__ = [
+    "symlog", "symexp", "bins", "twohot", "twohot_mean", "twohot_loss", "unimix_logits", "gumbel", "sample_onehot",
+    "categorical_kl", "free_bits", "percentile", "return_scale", "lambda_returns", "Spec", "SIZES", "make_spec",
+    "init_params", "img_step", "posterior", "observe", "world_model_loss", "world_model_update", "initial_latent",
+    "actor_dist", "actor_sample", "actor_logp", "actor_entropy", "model_action", "imagine", "cumulative_weights",
+    "behaviour_loss", "replay_fields", "encode_actions", "record_reset", "record_step", "to_batch", "Hyper",
+    "make_update", "make_act", "Dreamer",
+]
