@@ -238,7 +238,20 @@ def init_params(spec: Spec, seed: int) -> dict[str, np.ndarray]:
 
 # ---- world model -------------------------------------------------------------------------------
 def _net(be: Backend, params: Params, x: Array, prefix: str) -> Array:
-    return mlp.apply(be, params, x, activation="tanh", prefix=prefix)
+    """An MLP whose hidden layers are linear -> layer norm (no affine) -> SiLU, as DreamerV3's.
+
+    Plain tanh hidden layers saturated here: the reward head's hidden units went constant across
+    inputs within a few hundred Adam steps and its prediction stopped depending on the state.
+    """
+    xp = be.xp
+    n = mlp.num_layers(params, prefix)
+    for i in range(n):
+        x = linear.apply(be, params, x, prefix=f"{prefix}{i}/")
+        if i < n - 1:
+            d = x - xp.mean(x, axis=-1, keepdims=True)
+            x = d / xp.sqrt(xp.mean(d * d, axis=-1, keepdims=True) + 1e-5)
+            x = x * be.sigmoid(x)
+    return x
 
 
 def _latent_logp(be: Backend, spec: Spec, logits: Array) -> Array:
