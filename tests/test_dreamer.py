@@ -99,3 +99,41 @@ def test_record_step_keeps_true_last_observation():
     assert len(idx) > 0 and np.all(replay.data["prev_actions"][idx, 0] == 0)
     assert terms.sum() >= 1
     assert np.all(replay.data["rewards"][idx, 0] == 0)
+
+
+def test_dreamer_loop_waits_for_data_then_skips_nan_updates_and_stops():
+    """The loop logs while the replay cannot serve a sequence yet; non-finite losses skip the update,
+    are counted and logged, and `max_nan` in a row raise an error naming the last finite losses."""
+    env = make("bandit", 4, seed=0)
+    lines: list[str] = []
+    agent = D.Dreamer(env, "torch", train_ratio=8, batch=2, seq_len=4, seed=0, max_nan=3, log=lines.append,
+                      deter=8, hidden=8, stoch=2, classes=2, hyper=D.Hyper(horizon=3))
+    agent.train(40)
+    assert any("waiting for data" in line for line in lines)
+    assert agent.updates > 0 and agent.nan_skips == 0
+    good = list(agent.finite_losses)
+    assert good and all(np.isfinite(good))
+    real = agent._update
+
+    def poisoned(*args):
+        out = real(*args)
+        stats = dict(out[-1])
+        stats["wm_loss"] = agent.be.asarray(np.float32("nan"))
+        return (*out[:-1], stats)
+
+    agent._update = poisoned
+    before = dict(agent.params)
+    agent.update()
+    assert agent.nan_skips == 1  # the skipped update left the parameters as they were
+    assert all(np.array_equal(agent.be.to_numpy(agent.params[k]), agent.be.to_numpy(before[k])) for k in before)
+    assert any("update skipped" in line for line in lines)
+    with pytest.raises(PufferError, match=r"3 non-finite losses in a row; the last finite world-model losses"):
+        agent.update()
+        agent.update()
+
+
+def test_image_observations_are_refused():
+    env = make("cartpole", 2, seed=0)
+    env.single_observation_space = puffer.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    with pytest.raises(PufferError, match="image observations are not supported yet"):
+        D.Dreamer(env, "torch")
