@@ -10,8 +10,13 @@ critic on lambda-returns, a slow EMA critic). Every loop is a `be.scan`; every r
 the host and passed in, so one seed gives the same world-model update and the same imagination on
 every backend.
 
-Not yet here (see the report of issue 14): the sequence-replay data source in `puffer.train`, the
-`puffer train --algo dreamer` registration, `puffer dream` and the ONNX export of the acting path.
+`Dreamer` is a self-contained loop (act, record into `puffer.train.replay.SequenceReplay`, update
+at `train_ratio`). Not yet here: the `Plan`/`Trainer` integration (`puffer train --algo dreamer`,
+checkpoints of the replay through the trainer, `puffer eval`), `puffer dream`, the ONNX export of
+the acting path and the sample-efficiency benchmark. Measured with the loop (torch, 16 envs, deter
+32 / hidden 32 / 4x4 latents, batch 16 x 8 steps, train ratio 16, horizon 5, actor lr 1e-3): the
+4-armed Bandit reaches a mean return of 0.77-0.83 (solved at 0.7) by 4.8k-6k env steps on seed 0;
+Memory (delayed reward) stays at chance (~0.55 after 12k steps: the actor's entropy collapses first).
 """
 
 from __future__ import annotations
