@@ -139,20 +139,20 @@ def test_image_observations_are_refused():
         D.Dreamer(env, "torch")
 
 
-@pytest.mark.parametrize("be_name", ["torch", "jax"])
-def test_dreamer_solves_bandit(be_name):
-    """Behaviour learned in imagination solves the 4-armed Bandit (solved at 0.7) within 6k env steps.
+def test_dreamer_solves_bandit(tbe):
+    """Behaviour learned in imagination solves the 4-armed Bandit (solved at 0.7; uniform 0.35).
 
-    16 envs, deter 32 / hidden 32 / 4x4 latents, batch 16 x 8 steps, train ratio 16 (750 updates),
-    horizon 5, actor lr 1e-3. Measured (mean return of the last 200 episodes at 6k steps): seed 0
-    torch 0.79, seed 1 torch 0.79, seed 2 jax 0.835 (each above 0.7 from 4.8k-5.4k steps on).
-    tinygrad is not run here: compiling its whole update took over 3 minutes on this loaded machine.
+    16 envs, deter 32 / hidden 32 / 4x4 latents, batch 16 x 8 steps, train ratio 16, horizon 5, actor
+    lr 1e-3. Measured (mean return of the last 200 episodes at 6k env steps, 750 updates): seed 0
+    torch 0.79 and tinygrad 0.79 (the same trajectory, number for number), seed 1 torch 0.79, seed 2
+    jax 0.835, each above 0.7 from 4.8k-5.4k steps on. Times: torch ~100 s and jax ~50 s under load
+    ~14; tinygrad 180 s with a warm kernel cache (most of it compiling the whole update: a 3k-step
+    run took 156 s) and over 6 min cold.
     """
-    if be_name not in puffer.backends.available():
-        pytest.fail(f"{be_name} is not installed: pip install 'puffer-rl[{be_name}]'")
+    steps, threshold = 6000, 0.7
     env = make("bandit", 16, seed=0)
-    agent = D.Dreamer(env, be_name, train_ratio=16, batch=16, seq_len=8, seed=0, log=lambda _: None, deter=32,
+    agent = D.Dreamer(env, tbe, train_ratio=16, batch=16, seq_len=8, seed=0, log=lambda _: None, deter=32,
                       hidden=32, stoch=4, classes=4, hyper=D.Hyper(horizon=5, ac_lr=1e-3))
-    agent.train(6000)
+    agent.train(steps)
     assert agent.nan_skips == 0
-    assert agent.recent_return(200) >= 0.7
+    assert agent.recent_return(200) >= threshold
