@@ -145,9 +145,9 @@ def test_dreamer_solves_bandit(tbe):
     16 envs, deter 32 / hidden 32 / 4x4 latents, batch 16 x 8 steps, train ratio 16, horizon 5, actor
     lr 1e-3. Measured (mean return of the last 200 episodes at 6k env steps, 750 updates): seed 0
     torch 0.79 and tinygrad 0.79 (the same trajectory, number for number), seed 1 torch 0.79, seed 2
-    jax 0.835, each above 0.7 from 4.8k-5.4k steps on. Times: torch 16 s, jax 16 s, tinygrad 159 s at load ~2
-    (torch ~100 s under load ~14); tinygrad with a warm kernel cache (most of it compiling the whole update: a 3k-step
-    run took 156 s) and over 6 min cold.
+    jax 0.835, each above 0.7 from 4.8k-5.4k steps on. Times at load ~2: torch 16 s, jax 16 s, tinygrad
+    159 s with a warm kernel cache (mostly compiling the whole update; a 3k-step run took 156 s) and
+    over 6 min cold; torch took ~100 s under load ~14.
     """
     steps, threshold = 6000, 0.7
     env = make("bandit", 16, seed=0)
