@@ -5,7 +5,8 @@ episodes' mean return), on the two-agent Landmarks (random -18.9, every agent to
 landmark -10.1, agent i to landmark i -6.9, optimal assignment -5.6), 16 envs, 100k agent steps,
 lr 2e-3: see LANDMARKS below for the figures. mpe2's simple_spread_v3 (N=3, local_ratio 0.5;
 random -26.8 per agent per 25-step episode): see SPREAD. The trained policies are measured on the
-training episodes of the last rollouts (the env's own per-agent episode returns).
+training episodes of the last rollouts (the env's own per-agent episode returns). Runtime at load ~3 on
+2 cores: learning cases ~105 s (tinygrad 38 s, simple_spread 32 s), the rest ~25 s.
 """
 
 from __future__ import annotations
