@@ -8,7 +8,7 @@ and `onnx.reference.ReferenceEvaluator` agrees with onnxruntime (every step at b
 first at 1024: the pure-numpy evaluator is slow).
 
 Parameters are produced by the backend under test: the policy's seeded init followed by a real
-PPO update (`puffer.algos.ppo.make_update`: loss, gradients, clipping, Adam) on a random minibatch
+PPO update (`puffer.algos.numerics.gradient_update` of PPO's loss: gradients, clipping, Adam) on a random minibatch
 with a large learning rate, so every weight has moved by that backend's arithmetic. A full training
 run per backend would make the suite minutes long without exercising any more of the exporter.
 """
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from puffer import checkpoint, optim, spaces
-from puffer.algos.ppo import LossStatic, hyper_arrays, make_update
+from puffer.algos.numerics import gradient_update
+from puffer.algos.ppo import LossStatic, hyper_arrays, ppo_loss
 from puffer.policies import make_policy
 from puffer.train import RunningNorm
 
@@ -71,14 +72,14 @@ def _trained_params(be: Any, policy: Any, seed: int = 0) -> dict[str, np.ndarray
     mb["state"] = policy.initial_state(be, seqs)
     params = policy.init(be, seed)
     opt_state = optim.adam.init(be, params)
-    update = make_update(be, policy, LossStatic(), optim.adam, {})
+    update = gradient_update(be, lambda p, mb, consts, hyper: ppo_loss(be, policy, LossStatic(), p, mb, hyper))
     if be.name == "jax":
         # eager jax compiles every primitive it dispatches; one jit of the whole update is cheaper
         update = be.compile(update)
     hyper = hyper_arrays(be, {"lr": 0.05, "clip_coef": 0.2, "vf_clip": 0.2, "vf_coef": 0.5, "ent_coef": 0.01,
                               "max_grad_norm": 0.5})
     for _ in range(UPDATES):
-        params, opt_state, _ = update(params, opt_state, mb, hyper)
+        params, opt_state, _ = update(params, opt_state, mb, {}, hyper)
     return {k: np.asarray(be.to_numpy(v), np.float32) for k, v in params.items()}
 
 

@@ -67,9 +67,9 @@ def _three_updates(backend: str) -> tuple[dict[str, np.ndarray], list[float]]:
     try:
         lams = []
         for _ in range(3):
-            trainer.rollout()
-            lams.append(trainer.plan.before_update(trainer)["lagrangian"])
-            trainer.compute_advantages()
+            trainer.collect()
+            lams.append(trainer.before_update()["lagrangian"])
+            trainer.prepare()
             trainer.update()
         return trainer.numpy_params(), lams
     finally:

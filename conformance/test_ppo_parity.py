@@ -57,7 +57,7 @@ def _batch(policy, advantage: str, seed: int = 0) -> dict[str, np.ndarray]:
         "starts": np.concatenate([np.ones((S, 1)), dones[:, :-1]], axis=1).astype(np.float32),
         "rewards": g.normal(size=(S, L)).astype(np.float32),
         "dones": dones.astype(np.float32),
-        "next_value": g.normal(size=S).astype(np.float32),
+        "next_values": g.normal(size=S).astype(np.float32),
         "adv": g.normal(size=(S, L)).astype(np.float32),
         "returns": g.normal(size=(S, L)).astype(np.float32),
     }
@@ -148,8 +148,8 @@ def _three_updates(backend: str) -> dict[str, np.ndarray]:
     trainer = PPO("cartpole", backend=backend, seed=7, **SMALL)
     try:
         for _ in range(3):
-            trainer.rollout()
-            trainer.compute_advantages()
+            trainer.collect()
+            trainer.prepare()
             trainer.update()
         return trainer.numpy_params()
     finally:

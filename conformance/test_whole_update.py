@@ -24,8 +24,8 @@ def _two_updates(backend: str, whole: bool, overrides: dict) -> tuple[dict[str, 
         trainer.whole_update = whole
         losses = []
         for _ in range(2):
-            trainer.rollout()
-            trainer.compute_advantages()
+            trainer.collect()
+            trainer.prepare()
             losses.append(trainer.update()["loss"])
         return trainer.numpy_params(), losses
     finally:

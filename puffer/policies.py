@@ -283,8 +283,6 @@ class CentralCriticPolicy:
                          prefix="actor/")
         p.update(mlp.init(None, rng, [self.state_dim + self.agents, *[h] * self.num_layers, 1], out_gain=1.0,
                           prefix="critic/"))
-        # the value normalizer's statistics (set by the trainer, constant for the optimizer)
-        p["value_norm/mean"], p["value_norm/std"] = np.zeros(1, np.float32), np.ones(1, np.float32)
         return _finish_init(be, self.head, p)
 
     def initial_state(self, be: Backend, batch: int) -> tuple:

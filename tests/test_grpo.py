@@ -109,7 +109,7 @@ def test_equal_outcome_group_contributes_exactly_zero_gradient(tbe) -> None:
 def test_episode_groups_share_their_start_and_mask_after_the_end() -> None:
     t = GRPO("cartpole", backend="torch", num_envs=16, group_size=4, seed=3, max_episode_len=200)
     try:
-        t.collect_episodes()
+        t.collect()
         buf = t.buffer
         first = buf.obs[:, 0].reshape(4, 4, -1)
         assert (first == first[:, :1]).all() and len({tuple(r) for r in first[:, 0]}) == 4
@@ -143,12 +143,12 @@ def test_kl_to_reference_is_logged_and_checkpointed(tmp_path) -> None:
         assert all(s["kl"] >= 0 for s in t.history)
         assert max(s["kl"] for s in t.history) > 0
         path = t.save(tmp_path)
-        ref = t.plan.extra_state[0]()
+        ref = dict(t.algo_state)
     finally:
         t.close()
     resumed = puffer.train.resume_trainer(path, backend="jax")
     try:
-        for k, v in resumed.plan.extra_state[0]().items():
+        for k, v in resumed.algo_state.items():
             np.testing.assert_array_equal(v, ref[k])
     finally:
         resumed.close()

@@ -215,7 +215,7 @@ def test_dead_agent_is_masked_and_truncations_bootstrap_from_the_final_global_st
     trainer = MAPPO(make_duo, backend="torch", num_envs=2, **SMALL)
     try:
         seen = []
-        step, boot = trainer.env.step, trainer._bootstrap_values
+        step, boot = trainer.env.step, trainer.collector._bootstrap_values
 
         def spy_step(actions):
             out = step(actions)
@@ -227,8 +227,8 @@ def test_dead_agent_is_masked_and_truncations_bootstrap_from_the_final_global_st
             seen[-1].setdefault("bootstrap_inputs", None if inputs is None else inputs["global_state"].copy())
             return boot(obs, rows, inputs)
 
-        trainer.env.step, trainer._bootstrap_values = spy_step, spy_boot
-        trainer.rollout()
+        trainer.env.step, trainer.collector._bootstrap_values = spy_step, spy_boot
+        trainer.collect()
         buf = trainer.buffer
         # rows: env 0 agents a, b, env 1 agents a, b; b is absent from step 3 until its env resets at step 8
         assert buf.mask[1, 3:8].sum() == 0 and buf.mask[1, :3].all() and buf.mask[1, 8:11].all()
@@ -239,7 +239,7 @@ def test_dead_agent_is_masked_and_truncations_bootstrap_from_the_final_global_st
         for s in truncated:
             np.testing.assert_array_equal(s["bootstrap_inputs"], s["final_global_state"])
             assert not np.array_equal(s["final_global_state"], s["global_state"])  # the reset state differs
-        trainer.compute_advantages()
+        trainer.prepare()
         stats = trainer.update()
         assert np.isfinite(stats["loss"])
     finally:
@@ -251,9 +251,9 @@ def test_recurrent_actor_trains_and_acts_like_ppos() -> None:
                     rollout_len=16, bptt_horizon=8, minibatch_size=32, update_epochs=1, total_steps=64)
     try:
         trainer.train(64)
-        assert trainer.policy.recurrent and trainer.segment == 8
+        assert trainer.policy.recurrent and trainer.collector.segment == 8
         assert np.isfinite(trainer.history[-1]["loss"])
-        assert trainer._seg_states[0].any(), "the actor's state at segment starts is recorded"
+        assert trainer.collector._seg_states[0].any(), "the actor's state at segment starts is recorded"
     finally:
         trainer.close()
 
@@ -262,8 +262,8 @@ def test_env_without_state_warns_and_concatenates_observations() -> None:
     with pytest.warns(UserWarning, match="no global state"):
         trainer = MAPPO(lambda: Duo(with_state=False), backend="torch", num_envs=2, **SMALL)
     try:
-        trainer.rollout()
-        trainer.compute_advantages()
+        trainer.collect()
+        trainer.prepare()
         buf = trainer.buffer
         np.testing.assert_array_equal(buf.global_state[0], np.concatenate([buf.obs[0], buf.obs[1]], axis=-1))
         np.testing.assert_array_equal(buf.global_state[1], buf.global_state[0])
@@ -276,18 +276,18 @@ def test_value_norm_state_is_checkpointed(tmp_path) -> None:
     trainer = MAPPO(make_duo, backend="torch", num_envs=2, **SMALL)
     try:
         trainer.train(64)
-        saved = trainer.plan.extra_state[0]()
+        saved = dict(trainer.algo_state)
         assert float(saved["debias"]) > 0
         trainer.save(str(tmp_path))
-        mean = trainer.numpy_params()["value_norm/mean"]
+        mean = trainer.be.to_numpy(trainer.consts["value_norm/mean"])
     finally:
         trainer.close()
     fresh = MAPPO(make_duo, backend="jax", num_envs=2, **SMALL)
     try:
         fresh.restore(str(tmp_path))
         for k, v in saved.items():
-            np.testing.assert_array_equal(fresh.plan.extra_state[0]()[k], v)
-        np.testing.assert_array_equal(fresh.numpy_params()["value_norm/mean"], mean)
+            np.testing.assert_array_equal(fresh.algo_state[k], v)
+        np.testing.assert_array_equal(fresh.be.to_numpy(fresh.consts["value_norm/mean"]), mean)
     finally:
         fresh.close()
 

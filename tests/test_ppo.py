@@ -25,8 +25,10 @@ def test_truncation_bootstraps_from_true_final_observation_not_reset_one() -> No
         term = np.zeros(n, bool)
         trunc[[1, 5]] = True
         term[5] = True  # terminated and truncated at once: termination wins, nothing to bootstrap
-        out = trainer._bootstrap({"rewards": rewards}, trunc, term, {"final_observation": final}, None)["rewards"]
-        value = trainer.be.to_numpy(trainer._values(trainer.params, trainer.be.asarray(final), trainer._state))[:, 0]
+        out = trainer.collector._bootstrap({"rewards": rewards}, trunc, term, {"final_observation": final},
+                                           None)["rewards"]
+        be = trainer.be
+        value = be.to_numpy(trainer.policy.step(be, trainer.params, be.asarray(final), ())[1])
         expected = rewards.copy()
         expected[1] += trainer.config.gamma * value[1]
         np.testing.assert_allclose(out, expected, rtol=1e-6)
@@ -37,7 +39,7 @@ def test_truncation_bootstraps_from_true_final_observation_not_reset_one() -> No
 def test_rollout_marks_episode_ends_and_starts() -> None:
     trainer = PPO("bandit", backend="torch", **SMALL)  # one-step episodes: every step ends one
     try:
-        trainer.rollout()
+        trainer.collect()
         buf = trainer.buffer
         assert buf.dones.all()
         assert buf.starts[:, 1:].all()
@@ -86,7 +88,7 @@ def test_vtrace_with_live_ratios_learns_bandit() -> None:
 def test_obs_norm_statistics_track_observations() -> None:
     trainer = PPO("cartpole", backend="torch", obs_norm=True, **SMALL)
     try:
-        trainer.rollout()
+        trainer.collect()
         assert trainer.obs_norm.count > 100
         assert np.all(np.abs(trainer.buffer.obs) <= 10.0)
     finally:
@@ -122,7 +124,7 @@ def test_async_rollout_stores_every_step_result() -> None:
                   rollout_len=16, minibatch_size=64, total_steps=10_000)
     try:
         for _ in range(3):
-            trainer.rollout()
+            trainer.collect()
             assert np.all(trainer.buffer.rewards >= 1.0), trainer.buffer.rewards
             trainer.buffer.rewards[...] = 0.0  # a step the next rollout forgets to store stays 0
     finally:

@@ -96,7 +96,7 @@ def test_grpo_on_a_reward_learned_from_cartpole_preferences(tmp_path, capsys) ->
     model = load_reward_model(tmp_path / "rm")
     t = GRPO("cartpole", backend="torch", seed=0, total_steps=300_000, reward_model=str(tmp_path / "rm"))
     try:
-        t.collect_episodes()
+        t.collect()
         # the buffer holds the model's rewards, not CartPole's constant 1
         first = t.buffer.obs[:, 0], t.buffer.actions[:, 0]
         np.testing.assert_allclose(t.buffer.rewards[:, 0], model.rewards(*first), rtol=1e-5, atol=1e-6)
@@ -118,7 +118,7 @@ def test_ppo_rollouts_take_the_reward_models_rewards(tmp_path, vec) -> None:
     t = PPO("cartpole", backend="torch", num_envs=8, rollout_len=16, minibatch_size=64,
             reward_model=str(tmp_path / "rm"), **vec)
     try:
-        t.rollout()
+        t.collect()
         buf = t.buffer
         want = model.rewards(buf.obs.reshape(-1, 4), buf.actions.reshape(-1, 1)).reshape(8, 16)
         # no truncation within 16 steps; the async path leaves the last step of the batch still in flight when

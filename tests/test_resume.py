@@ -19,7 +19,7 @@ def _straight_and_resumed(tmp_path, backend: str, **overrides):
     straight = PPO("cartpole", backend=backend, config=cfg)
     straight.train(512)
     first = PPO("cartpole", backend=backend, config=cfg)
-    first.train(256)
+    first.train(512, callback=lambda t, stats: t.global_step >= 256)  # interrupted half-way through its budget
     first.save(tmp_path)
     first.close()
     saved = checkpoint.load(tmp_path)[0]["resume"]

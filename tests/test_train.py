@@ -29,8 +29,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v2_cartpole"
 def _toy_declare(run, cfg):
     """PPO that also records the env's per-step cost: a second algorithm built from its own file alone."""
     plan = ppo.declare(run, cfg)
-    return dataclasses.replace(plan, record={"cost": 0},
-                               before_update=lambda t: {"toy_cost_per_step": float(t.buffer.cost.mean())})
+    return dataclasses.replace(plan, data=dataclasses.replace(plan.data, record={"cost": 0}),
+                               summarize=lambda buf, state: {**plan.summarize(buf, state),
+                                                             "toy_cost_per_step": float(buf.cost.mean())})
 
 
 TOY = Algorithm("toy_cost", "PPO recording the env's cost (test only)", PPOConfig, _toy_declare)
@@ -115,7 +116,7 @@ def test_a_declared_channel_the_env_lacks_is_named(toy):
     trainer = make_trainer("cartpole", algo="toy_cost", backend="torch", **SMALL)
     try:
         with pytest.raises(PufferError, match=r"toy_cost needs infos\['cost'\] from every step, but env cartpole"):
-            trainer.rollout()
+            trainer.collect()
     finally:
         trainer.close()
 
@@ -185,3 +186,27 @@ def test_jax_programs_persist_in_the_compilation_cache(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "jax").iterdir())) >= 3  # act, value and update programs at least
+
+
+@pytest.mark.parametrize("algo", ["ppo", "mappo"])
+def test_learning_rate_anneals_over_the_budget_actually_run(algo, tmp_path):
+    """`train(N)` anneals to 0 at N env steps whatever `config.total_steps` says; a resume continues the same way."""
+    env = "landmarks" if algo == "mappo" else "cartpole"
+    trainer = make_trainer(env, algo=algo, backend="torch", total_steps=1_000_000, **SMALL)
+    rollout = trainer.rows * SMALL["rollout_len"]
+    lr = trainer.config.learning_rate
+    try:
+        trainer.train(4 * rollout)
+        lrs = [s["learning_rate"] for s in trainer.history]
+        # the lr of each update is read after its rollout: 3/4, 2/4, 1/4 and 0 of the way left
+        assert lrs == pytest.approx([lr * f for f in (0.75, 0.5, 0.25, 0.0)], rel=1e-6, abs=1e-12)
+        trainer.save(tmp_path)
+    finally:
+        trainer.close()
+    resumed = resume_trainer(tmp_path, backend="jax")
+    try:
+        resumed.train(8 * rollout)
+        lrs = [s["learning_rate"] for s in resumed.history]
+        assert lrs == pytest.approx([lr * f for f in (0.375, 0.25, 0.125, 0.0)], rel=1e-6, abs=1e-12)
+    finally:
+        resumed.close()

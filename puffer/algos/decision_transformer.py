@@ -1,7 +1,7 @@
 """Decision Transformer (Chen et al. 2021) and its behaviour-cloning baseline, trained offline from a Minari dataset.
 
 `puffer train cartpole --algo dt --dataset DIR --target-return 500`: the machinery's offline data
-source (`Plan.data = "offline"`) never steps the env while training; every gradient step draws a
+source (`puffer.train.Offline`) never steps the env while training; every gradient step draws a
 minibatch of K-step windows from the dataset's trajectories on the host (right-padded with a mask
 where a window runs past its episode's end, episodes drawn in proportion to their length as in
 kzl/decision-transformer), and `total_steps` counts gradient steps. The network is
@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from puffer import datasets, optim
-from puffer.algos.ppo import masked_mean
+from puffer.algos.numerics import gradient_update, masked_mean
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.sequence import ContextActor, DecisionTransformer
-from puffer.train import Algorithm, Plan, RunConfig, Trainer, register, unpack
-from puffer.train.plan import OFFLINE
+from puffer.train import Algorithm, Offline, Plan, RunConfig, RunContext, Trainer, register
 
 STAT_KEYS = ("loss", "action_error", "grad_norm")
 
@@ -168,84 +167,55 @@ def dt_loss(be: Backend, model: DecisionTransformer, params: Params, mb: dict[st
     return masked_mean(be, per_step, mask), {"action_error": be.stop_gradient(masked_mean(be, error, mask))}
 
 
-def make_update(be: Backend, model: DecisionTransformer, weight_decay: float) -> Any:
-    """`update(params, opt_state, mb, hyper) -> (params, opt_state, stats)`: loss, grads, clip, AdamW step."""
-    loss_and_grad = be.value_and_grad(lambda p, mb, hyper: dt_loss(be, model, p, mb, hyper), has_aux=True)
-
-    def update(params: Params, opt_state: dict, mb: dict, hyper: dict):
-        (loss, stats), grads = loss_and_grad(params, mb, hyper)
-        grads, grad_norm = optim.clip_by_global_norm(be, grads, hyper["max_grad_norm"])
-        params, opt_state = optim.adamw.update(be, params, grads, opt_state, hyper["lr"], weight_decay=weight_decay)
-        return params, opt_state, {"loss": loss, "grad_norm": grad_norm, **stats}
-
-    return update
-
-
-def build_model(run: Any, cfg: DTConfig, returns: bool) -> tuple[DecisionTransformer, datasets.Dataset]:
-    """The network for `run`'s env, with the statistics of `cfg.dataset` (checked against the env's spaces)."""
-    env = run.env
+def build_model(ctx: RunContext, cfg: DTConfig, returns: bool) -> tuple[DecisionTransformer, datasets.Dataset]:
+    """The network for the run's env, with the statistics of `cfg.dataset` (checked against the env's spaces)."""
     ds = datasets.load(cfg.dataset)
-    ds.check_spaces(env.single_observation_space, env.single_action_space, run.env_name)
+    ds.check_spaces(ctx.observation_space, ctx.action_space, ctx.env_name)
     longest = int(ds.lengths().max())
     if cfg.context_len > longest:
         raise PufferError(f"config context_len={cfg.context_len} is longer than every episode of {cfg.dataset} "
                           f"(the longest has {longest} steps)")
     obs = np.concatenate([e.observations[:-1] for e in ds.episodes]).astype(np.float64)
-    model = DecisionTransformer(env.single_observation_space, env.single_action_space, cfg.context_len,
+    model = DecisionTransformer(ctx.observation_space, ctx.action_space, cfg.context_len,
                                 cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.max_timestep, cfg.rtg_scale,
                                 returns, obs.mean(axis=0).tolist(), (obs.std(axis=0) + 1e-6).tolist())
     return model, ds
 
 
-def declare(run: Any, cfg: DTConfig, returns: bool = True) -> Plan:
+def declare(ctx: RunContext, cfg: DTConfig, returns: bool = True) -> Plan:
     """The DT's needs: an offline dataset of K-step windows, AdamW with warmup, evaluation on the env."""
-    be = run.be
-    xp = be.xp
-    model, ds = build_model(run, cfg, returns)
+    be = ctx.be
+    model, ds = build_model(ctx, cfg, returns)
     params = model.init(be, cfg.seed)
     sampler = WindowSampler(ds, model, cfg.batch_size, cfg.dropout)
-    update = make_update(be, model, cfg.weight_decay)
+    update = gradient_update(be, lambda p, mb, consts, hyper: dt_loss(be, model, p, mb, hyper), optim.adamw,
+                             {"weight_decay": cfg.weight_decay})
 
-    def build_step(layout):
-        def step(params, opt_state, acc, packed, hyper):
-            params, opt_state, stats = update(params, opt_state, unpack(be, layout, packed), hyper)
-            return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
-
-        return be.compile(step, donate=(0, 1, 2))
-
-    def hyper(progress: float) -> dict[str, float]:
-        done = round(progress * cfg.total_steps)
-        warm = min(1.0, (done + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    def hyper(progress, state) -> dict[str, float]:
+        warm = min(1.0, (progress.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         return {"lr": cfg.learning_rate * warm, "max_grad_norm": cfg.max_grad_norm, "dropout": cfg.dropout}
 
     actors: dict[bool, ContextActor] = {}
 
-    def make_actor(deterministic: bool, seed: int) -> ContextActor:
+    def make_actor(params, deterministic: bool, seed: int) -> ContextActor:
         # one compiled actor per mode, re-pointed at the current parameters
         actor = actors.get(deterministic)
         if actor is None:
-            actor = actors[deterministic] = ContextActor(be, model, run.params, cfg.target_return, deterministic,
-                                                         seed)
-        actor.params, actor.context = run.params, None
+            actor = actors[deterministic] = ContextActor(be, model, params, cfg.target_return, deterministic, seed)
+        actor.params, actor.context = params, None
         actor.rng = np.random.Generator(np.random.PCG64(seed))
         return actor
 
-    def no_act(*_: Any) -> Any:
-        raise PufferError("an offline plan does not act in rollouts")
-
+    data = Offline(sample=sampler, fields=sampler.fields(), steps_per_update=cfg.steps_per_update,
+                   eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes)
     return Plan(
-        policy=model, policy_spec=model.spec(), params=params, opt_state=optim.adamw.init(be, params),
-        act=no_act, outputs=(), values=no_act, bootstrap={}, build_step=build_step, minibatch_fields=(),
-        stat_keys=STAT_KEYS, hyper=hyper, rollout_len=1, minibatch_size=cfg.batch_size,
-        epochs=min(cfg.steps_per_update, cfg.total_steps), data=OFFLINE, sample=sampler,
-        offline_fields=sampler.fields(), make_actor=make_actor, eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-    )
+        policy=model, policy_spec=model.spec(), params=params, opt_state=optim.adamw.init(be, params), update=update,
+        stat_keys=STAT_KEYS, hyper=hyper, data=data, make_actor=make_actor)
 
 
-def declare_bc(run: Any, cfg: BCConfig) -> Plan:
+def declare_bc(ctx: RunContext, cfg: BCConfig) -> Plan:
     """Behaviour cloning: the same backbone and data without return-to-go tokens."""
-    return declare(run, cfg, returns=False)
+    return declare(ctx, cfg, returns=False)
 
 
 ALGORITHM = register(Algorithm("dt", "Decision Transformer: return-conditioned causal transformer trained offline "
@@ -263,10 +233,10 @@ class DT(Trainer):
         """Mean return of `episodes` deterministic episodes conditioned on `target_return`."""
         if not math.isfinite(target_return):
             raise PufferError(f"the target return must be a finite number, got {target_return}")
-        actor = self.plan.make_actor(True, seed)
+        actor = self.actor(True, seed)
         actor.target_return = float(target_return)
         try:
-            return float(np.mean(_returns(self, actor, episodes, seed)))
+            return float(np.mean([e["episode_return"] for e in self.evaluation_episodes(episodes, seed, actor)]))
         finally:
             actor.target_return = self.config.target_return
 
@@ -277,17 +247,5 @@ class BC(Trainer):
     algorithm = BC_ALGORITHM
 
 
-def _returns(trainer: Trainer, actor: Any, episodes: int, seed: int) -> list[float]:
-    import puffer
-    from puffer.train.evaluate import run_episodes
-
-    env = puffer.make(trainer.env_name, num_envs=min(trainer.config.num_envs, episodes), seed=seed,
-                      **trainer.config.env_kwargs)
-    try:
-        return run_episodes(env, actor, episodes, seed=seed)
-    finally:
-        env.close()
-
-
-__all__ = ["DTConfig", "BCConfig", "DT", "BC", "dt_loss", "make_update", "WindowSampler", "declare", "ALGORITHM",
+__all__ = ["DTConfig", "BCConfig", "DT", "BC", "dt_loss", "WindowSampler", "declare", "ALGORITHM",
            "BC_ALGORITHM"]

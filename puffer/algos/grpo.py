@@ -34,12 +34,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from puffer import optim
-from puffer.algos.ppo import learning_rate, make_update, masked_mean
+from puffer.algos.numerics import gradient_update, learning_rate, masked_mean
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, policy_spec
-from puffer.train import Algorithm, Plan, RunConfig, Trainer, register, unpack
-from puffer.train.plan import EPISODES
+from puffer.train import Algorithm, Episodes, Plan, RunConfig, RunContext, Trainer, UpdateInfo, register
 
 STAT_KEYS = ("loss", "policy_loss", "entropy", "kl", "approx_kl", "clipfrac", "grad_norm")
 EPS = 1e-4  # TRL's epsilon in the std scaling
@@ -218,48 +217,29 @@ def grpo_loss(be: Backend, policy: Any, static: GRPOStatic, params: Params, mb: 
     return loss, stats
 
 
-def episode_limit(env: Any, env_name: str) -> int:
-    """The env's longest episode (`max_episode_steps` of it or of the env it wraps), or a PufferError."""
-    inner = env
-    while inner is not None:
-        limit = getattr(inner, "max_episode_steps", None)
-        if limit:
-            return int(limit)
-        inner = getattr(inner, "env", None)
-    raise PufferError(f"env {env_name} does not say how long its episodes can be; pass --max-episode-len N "
-                      "(GRPO keeps episodes up to N steps)")
-
-
-def declare(run: Any, cfg: GRPOConfig) -> Plan:
+def declare(ctx: RunContext, cfg: GRPOConfig) -> Plan:
     """GRPO's needs: an actor (the critic of the MLP policy is unused), whole episodes in groups, no bootstrap."""
-    be, env = run.be, run.env
-    policy = make_policy(env.single_observation_space, env.single_action_space, "mlp", cfg.hidden_size,
-                         cfg.num_layers, cfg.activation)
+    be = ctx.be
+    policy = make_policy(ctx.observation_space, ctx.action_space, "mlp", cfg.hidden_size, cfg.num_layers,
+                         cfg.activation)
     params = policy.init(be, cfg.seed)
-    T = cfg.max_episode_len or episode_limit(env, run.env_name)
-    total = run.rows * T
+    T = cfg.max_episode_len or ctx.max_episode_steps
+    if not T:
+        raise PufferError(f"env {ctx.env_name} does not say how long its episodes can be; pass --max-episode-len N "
+                          "(GRPO keeps episodes up to N steps)")
+    total = ctx.rows * T
     if total % cfg.num_minibatches:
         ok = [d for d in range(1, min(total, 64) + 1) if total % d == 0]
         raise PufferError(f"num_minibatches={cfg.num_minibatches} must divide num_envs * agents * max_episode_len "
                           f"= {total}; values that work: {', '.join(map(str, ok))}")
     kl = cfg.kl_coef > 0
     static = GRPOStatic(kl=kl, minibatches=cfg.num_minibatches)
-    update = make_update(be, policy, static, optim.adam, {"eps": cfg.adam_eps}, grpo_loss)
-    xp = be.xp
-    ref = {"params": {k: np.array(be.to_numpy(v), copy=True) for k, v in params.items()}}
+    update = gradient_update(be, lambda p, mb, consts, hyper: grpo_loss(be, policy, static, p, mb, hyper),
+                             optim.adam, {"eps": cfg.adam_eps})
 
-    def act_fn(be, params, obs, state, starts, noise):
+    def act_fn(be, params, consts, obs, state, starts, noise, inputs):
         actions, logp, _, state = act(be, policy, params, obs, state, starts, noise)
         return actions, (logp,), state
-
-    def build_step(layout):
-        def step(params, opt_state, acc, packed, nexts, state, hyper):
-            mb = unpack(be, layout, packed)
-            mb["state"] = state
-            params, opt_state, stats = update(params, opt_state, mb, hyper)
-            return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
-
-        return be.compile(step, donate=(0, 1, 2))
 
     def ref_logp_fn(ref_params, obs, actions):
         dist, _, _ = policy.step(be, ref_params, obs, ())
@@ -267,13 +247,14 @@ def declare(run: Any, cfg: GRPOConfig) -> Plan:
 
     ref_logp = be.compile(ref_logp_fn)
 
-    def before_update(trainer):
-        n = trainer.updates
-        if kl and cfg.ref_update_every and n and n % cfg.ref_update_every == 0:
-            ref["params"] = trainer.numpy_params()
-        return {}
+    def before_update(state, info: UpdateInfo):
+        """Every `ref_update_every` updates the reference policy becomes a copy of the current one."""
+        n = info.updates
+        if cfg.ref_update_every and n and n % cfg.ref_update_every == 0:
+            state = {f"ref/{k}": np.array(be.to_numpy(v), copy=True) for k, v in info.params.items()}
+        return state, {}
 
-    def prepare(buf):
+    def prepare(buf, state):
         if cfg.gamma < 1:
             adv = stepwise_advantages(buf.rewards, buf.mask, buf.groups, cfg.gamma, cfg.scale_rewards)
         else:
@@ -282,35 +263,29 @@ def declare(run: Any, cfg: GRPOConfig) -> Plan:
         buf.weight[...] = aggregation_weights(buf.mask, cfg.loss_type)
         if kl:
             rows, steps = buf.shape
-            out = ref_logp({k: be.asarray(v) for k, v in ref["params"].items()},
+            out = ref_logp({k[4:]: be.asarray(v) for k, v in state.items()},
                            be.asarray(buf.obs.reshape(rows * steps, -1)),
                            be.asarray(buf.actions.reshape(rows * steps, -1)))
             buf.ref_logp[...] = np.asarray(be.to_numpy(out)).reshape(rows, steps)
+        return state
 
-    def summarize(buf):
+    def summarize(buf, state):
         return {**group_stats(buf.outcomes, buf.groups), "episode_steps": float(buf.mask.sum())}
 
-    def hyper(progress: float) -> dict[str, float]:
-        return {"lr": learning_rate(cfg, progress), "clip_low": cfg.clip_low, "clip_high": cfg.clip_high,
+    def hyper(progress, state) -> dict[str, float]:
+        return {"lr": learning_rate(cfg, progress.fraction), "clip_low": cfg.clip_low, "clip_high": cfg.clip_high,
                 "kl_coef": cfg.kl_coef, "max_grad_norm": cfg.max_grad_norm}
-
-    def get_state() -> dict[str, np.ndarray]:
-        return {f"ref/{k}": v for k, v in ref["params"].items()}
-
-    def set_state(state: dict[str, np.ndarray]) -> None:
-        ref["params"] = {k[4:]: np.asarray(v) for k, v in state.items()}
 
     fields = ("obs", "actions", "logp", "mask", "starts", "adv", "weight") + (("ref_logp",) if kl else ())
     derived = {"adv": 0, "weight": 0, **({"ref_logp": 0} if kl else {})}
+    data = Episodes(act=act_fn, outputs=("logp",), fields=fields, minibatch_size=total // cfg.num_minibatches,
+                    epochs=cfg.num_iterations, derived=derived, max_len=T, group_size=cfg.group_size)
+    # the reference policy (with a KL term) is the algorithm's state: it starts as the initial policy
+    ref = {f"ref/{k}": np.array(be.to_numpy(v), copy=True) for k, v in params.items()} if kl else {}
     return Plan(
         policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=optim.adam.init(be, params),
-        act=act_fn, outputs=("logp",), values=lambda be, params, obs, state: (), bootstrap={},
-        build_step=build_step, minibatch_fields=fields, stat_keys=STAT_KEYS, hyper=hyper,
-        rollout_len=T, minibatch_size=total // cfg.num_minibatches, epochs=cfg.num_iterations,
-        prepare=prepare, derived=derived, data=EPISODES, group_size=cfg.group_size,
-        before_update=before_update, summarize=summarize,
-        extra_state=(get_state, set_state) if kl else None,
-    )
+        update=update, stat_keys=STAT_KEYS, hyper=hyper, data=data, state=ref,
+        before_update=before_update if kl else None, prepare=prepare, summarize=summarize)
 
 
 ALGORITHM = register(Algorithm("grpo", "Group Relative Policy Optimization: whole episodes in groups sharing a reset, "

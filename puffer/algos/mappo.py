@@ -13,8 +13,8 @@ marlbenchmark/on-policy:
   (`Plan.inputs`), so truncated episodes bootstrap from `infos["final_global_state"]`;
 - value normalization (running mean and mean square, debiased, beta 0.99999, variance floored at
   1e-2; on by default): the critic predicts normalized returns, the values recorded during the
-  rollout are denormalized (the statistics live in the parameters as `value_norm/mean` and
-  `value_norm/std`, constant for the optimizer), so GAE runs on real values. The statistics are
+  rollout are denormalized (the moments are the algorithm's state; their mean and std reach the
+  act and value functions as non-trainable `consts`), so GAE runs on real values. The statistics are
   updated once per rollout with that rollout's returns (on-policy updates them per minibatch);
 - Huber value loss (delta 10) with value clipping, as on-policy; every loss term is masked for
   absent and dead agents (`mask`), rewards and dones are per agent row.
@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 import puffer
 from puffer.algos import ppo
 from puffer.algos.advantage import gae
+from puffer.algos.numerics import explained_variance, gradient_update, masked_mean, standardize
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import CentralCriticPolicy, make_policy, policy_spec, reset_state
-from puffer.train import Algorithm, Plan, Trainer, register, unpack
+from puffer.train import Algorithm, OnPolicy, Plan, RunContext, Trainer, register
 
 STAT_KEYS = ppo.STAT_KEYS
 STATE = "global_state"
@@ -72,11 +73,14 @@ class MAPPOConfig(ppo.PPOConfig):
 class ValueNorm:
     """Running debiased mean and variance of value targets (on-policy's ValueNorm), on the host."""
 
-    def __init__(self, beta: float = 0.99999, eps: float = 1e-5, var_floor: float = 1e-2):
+    def __init__(self, beta: float = 0.99999, eps: float = 1e-5, var_floor: float = 1e-2,
+                 state: dict[str, np.ndarray] | None = None):
         self.beta, self.eps, self.var_floor = beta, eps, var_floor
         self.mean_ = 0.0
         self.mean_sq = 0.0
         self.debias = 0.0
+        if state is not None:
+            self.load_state_dict(state)
 
     def update(self, x: np.ndarray) -> None:
         """Fold the entries of `x` into the running moments."""
@@ -136,7 +140,7 @@ def mappo_value_loss(be: Backend, new: Array, old: Array, targets: Array, mask: 
     if clip is not None:
         clipped = old + xp.clip(new - old, -clip, clip)
         err = xp.maximum(err, huber(be, targets - clipped, delta))
-    return ppo.masked_mean(be, err, mask)
+    return masked_mean(be, err, mask)
 
 
 def critic_inputs(be: Backend, policy: CentralCriticPolicy, mb: dict[str, Array]) -> Array:
@@ -155,14 +159,12 @@ def mappo_loss(be: Backend, policy: CentralCriticPolicy, static: MAPPOStatic, pa
     # zero on masked rows, so whatever an absent agent's row holds cannot overflow the ratio
     log_ratio = (policy.head.log_prob(be, dist, mb["actions"]) - mb["logp"]) * mask
     ratio = xp.exp(log_ratio)
-    adv = ppo.standardize(be, mb["adv"], mask) if static.norm_adv else mb["adv"]
+    adv = standardize(be, mb["adv"], mask) if static.norm_adv else mb["adv"]
     pg_loss = ppo.surrogate_loss(be, ratio, adv, mask, hyper["clip_coef"])
     v_loss = mappo_value_loss(be, new_values, mb["values_norm"], mb["returns_norm"], mask,
                               hyper["vf_clip"] if static.clip_vloss else None, static.huber_delta)
-    ent = ppo.masked_mean(be, policy.head.entropy(be, dist), mask)
-    # the value-norm statistics are constants of the loss; touching them gives them exact zero gradients
-    frozen = 0.0 * (xp.sum(params["value_norm/mean"]) + xp.sum(params["value_norm/std"]))
-    loss = pg_loss - hyper["ent_coef"] * ent + hyper["vf_coef"] * v_loss + frozen
+    ent = masked_mean(be, policy.head.entropy(be, dist), mask)
+    loss = pg_loss - hyper["ent_coef"] * ent + hyper["vf_coef"] * v_loss
     stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent,
              **ppo.ratio_stats(be, ratio, log_ratio, mask, hyper["clip_coef"])}
     return loss, stats
@@ -176,74 +178,71 @@ def concat_agents(be: Backend, obs: Array, agents: int) -> Array:
     return xp.reshape(xp.broadcast_to(joint, (b // agents, agents, agents * d)), (b, agents * d))
 
 
-def declare(run: Any, cfg: MAPPOConfig) -> Plan:
+def declare(ctx: RunContext, cfg: MAPPOConfig) -> Plan:
     """MAPPO's needs: a decentralized actor, a central critic on the global state, value-normalized GAE."""
-    be, env = run.be, run.env
-    agents = int(getattr(env, "agents_per_env", 1))
-    has_state = getattr(env, "single_state_space", None) is not None
-    if (cfg.agent_ids or not has_state) and not run.sync:
+    be = ctx.be
+    agents = ctx.agents_per_env
+    has_state = ctx.state_space is not None
+    if (cfg.agent_ids or not has_state) and not ctx.sync:
         raise PufferError("mappo: agent ids and the observation-concatenation critic need synchronous rollouts "
                           f"(vec_batch_size={cfg.vec_batch_size} gives async batches); drop --vec-batch-size, or "
                           "pass --agent-ids false for an env with a global state")
     if has_state:
-        state_dim = int(env.single_state_space.shape[0])
+        state_dim = int(ctx.state_space.shape[0])
     else:
-        state_dim = agents * run.obs_dim
-        warnings.warn(f"mappo: env {run.env_name} has no global state (single_state_space is None); the critic "
+        state_dim = agents * ctx.obs_dim
+        warnings.warn(f"mappo: env {ctx.env_name} has no global state (single_state_space is None); the critic "
                       f"sees the concatenation of all {agents} agents' observations ({state_dim} values)",
                       stacklevel=2)
-    base = make_policy(env.single_observation_space, env.single_action_space, cfg.policy, cfg.hidden_size,
-                       cfg.num_layers, cfg.activation)
+    base = make_policy(ctx.observation_space, ctx.action_space, cfg.policy, cfg.hidden_size, cfg.num_layers,
+                       cfg.activation)
     ids = agents if cfg.agent_ids else 0
     policy = CentralCriticPolicy(base.obs_dim, base.head, cfg.policy, base.hidden_size, base.num_layers,
                                  base.activation, ids, state_dim)
-    norm = ValueNorm(cfg.value_norm_beta)
     params = policy.init(be, cfg.seed)
     opt, opt_kwargs = ppo.optimizer(cfg)
     static = MAPPOStatic(cfg.norm_adv, cfg.vf_clip > 0, cfg.huber_delta)
-    update = ppo.make_update(be, policy, static, opt, opt_kwargs, mappo_loss)
-    xp = be.xp
+    update = gradient_update(be, lambda p, mb, consts, hyper: mappo_loss(be, policy, static, p, mb, hyper), opt,
+                             opt_kwargs)
+
+    def norm_of(state) -> ValueNorm:
+        return ValueNorm(cfg.value_norm_beta, state=state)
+
+    def stats_of(state) -> tuple[float, float]:
+        return norm_of(state).stats() if cfg.value_norm else (0.0, 1.0)
+
+    def consts(state) -> dict[str, np.ndarray]:
+        mean, std = stats_of(state)
+        return {"value_norm/mean": np.array([mean], np.float32), "value_norm/std": np.array([std], np.float32)}
 
     def global_state(obs, inputs):
         return inputs[STATE] if has_state else concat_agents(be, obs, agents)
 
-    def real_value(params, obs, inputs):
+    def real_value(params, consts, obs, inputs):
         v = policy.critic(be, params, policy.with_ids(be, global_state(obs, inputs), policy.row_ids(be, obs)))
-        return v * params["value_norm/std"] + params["value_norm/mean"]
+        return v * consts["value_norm/std"] + consts["value_norm/mean"]
 
-    def act_fn(be, params, obs, state, starts, noise, inputs=None):
+    def act_fn(be, params, consts, obs, state, starts, noise, inputs):
         x = policy.with_ids(be, obs, policy.row_ids(be, obs))
         dist, state = policy.actor(be, params, x, reset_state(be, state, starts))
         actions, logp = policy.head.sample(be, dist, noise)
-        return actions, (logp, real_value(params, obs, inputs)), state
+        return actions, (logp, real_value(params, consts, obs, inputs)), state
 
-    def values_fn(be, params, obs, state, inputs=None):
-        return (real_value(params, obs, inputs),)
+    def values_fn(be, params, consts, obs, state, inputs):
+        return (real_value(params, consts, obs, inputs),)
 
-    def build_step(layout):
-        def step(params, opt_state, acc, packed, nexts, state, hyper):
-            mb = unpack(be, layout, packed)
-            mb["state"] = state
-            params, opt_state, stats = update(params, opt_state, mb, hyper)
-            return params, opt_state, acc + xp.stack([stats[k] for k in STAT_KEYS])
-
-        return be.compile(step, donate=(0, 1, 2))
-
-    def set_norm_params() -> None:
-        mean, std = norm.stats() if cfg.value_norm else (0.0, 1.0)
-        run.params = {**run.params, "value_norm/mean": be.asarray(np.array([mean], np.float32)),
-                      "value_norm/std": be.asarray(np.array([std], np.float32))}
-
-    def prepare(buf):
+    def prepare(buf, state):
         """GAE on denormalized values; then the normalizer takes this rollout's returns and targets are normalized."""
         nb = puffer.backend("numpy")
         buf.adv[...] = gae(nb, buf.rewards, buf.values, buf.next["values"], buf.dones, cfg.gamma, cfg.gae_lambda)
         buf.returns[...] = buf.adv + buf.values
-        old_mean, old_std = norm.stats() if cfg.value_norm else (0.0, 1.0)
+        old_mean, old_std = stats_of(state)
         buf.values_norm[...] = (buf.values - old_mean) / old_std
         if cfg.value_norm:
+            norm = norm_of(state)
             norm.update(buf.returns[buf.mask > 0])
             buf.returns_norm[...] = norm.normalize(buf.returns)
+            state = norm.state_dict()
         else:
             buf.returns_norm[...] = buf.returns
         if ids:
@@ -252,21 +251,12 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
             n, t, d = buf.obs.shape
             joint = buf.obs.reshape(n // agents, agents, t, d).transpose(0, 2, 1, 3).reshape(n // agents, t, -1)
             buf.data[STATE][...] = np.repeat(joint, agents, axis=0)
-        set_norm_params()
+        return state
 
-    def summarize(buf) -> dict[str, float]:
-        # after the update: weight decay (AdamW) must not have moved the statistics the next rollout uses
-        set_norm_params()
-        mean, std = norm.stats()
-        return {"explained_variance": ppo.explained_variance(buf.values, buf.returns), "value_norm_mean": mean,
+    def summarize(buf, state) -> dict[str, float]:
+        mean, std = norm_of(state).stats()
+        return {"explained_variance": explained_variance(buf.values, buf.returns), "value_norm_mean": mean,
                 "value_norm_std": std}
-
-    def get_state() -> dict[str, np.ndarray]:
-        return norm.state_dict()
-
-    def set_state(d: dict[str, np.ndarray]) -> None:
-        norm.load_state_dict(d)
-        set_norm_params()
 
     fields = ["obs", "actions", "logp", "values_norm", "mask", "starts", "adv", "returns_norm", STATE]
     derived = {"adv": 0, "returns": 0, "values_norm": 0, "returns_norm": 0}
@@ -275,23 +265,16 @@ def declare(run: Any, cfg: MAPPOConfig) -> Plan:
         derived["agent_id"] = ids
     if not has_state:
         derived[STATE] = state_dim
-    init_mean, init_std = norm.stats() if cfg.value_norm else (0.0, 1.0)
-    params = {**params, "value_norm/mean": be.asarray(np.array([init_mean], np.float32)),
-              "value_norm/std": be.asarray(np.array([init_std], np.float32))}
+    data = OnPolicy(
+        act=act_fn, outputs=("logp", "values"), fields=tuple(fields), rollout_len=cfg.rollout_len,
+        minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs,
+        segment=1 if cfg.policy == "mlp" else cfg.bptt_horizon, derived=derived,
+        inputs={STATE: state_dim} if has_state else {}, values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
+        early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl))
     return Plan(
-        policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params),
-        act=act_fn, outputs=("logp", "values"), values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
-        build_step=build_step, minibatch_fields=tuple(fields), stat_keys=STAT_KEYS,
-        hyper=lambda progress: {"lr": ppo.learning_rate(cfg, progress), "clip_coef": cfg.clip_coef,
-                                "vf_clip": cfg.vf_clip, "vf_coef": cfg.vf_coef, "ent_coef": cfg.ent_coef,
-                                "max_grad_norm": cfg.max_grad_norm},
-        rollout_len=cfg.rollout_len, minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs,
-        segment=1 if cfg.policy == "mlp" else cfg.bptt_horizon, prepare=prepare, derived=derived,
-        inputs={STATE: state_dim} if has_state else {},
-        early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl),
-        summarize=summarize,
-        extra_state=(get_state, set_state),
-    )
+        policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params), update=update,
+        stat_keys=STAT_KEYS, hyper=lambda progress, state: ppo.ppo_hyper(cfg, progress), data=data,
+        state=ValueNorm(cfg.value_norm_beta).state_dict(), consts=consts, prepare=prepare, summarize=summarize)
 
 
 ALGORITHM = register(Algorithm("mappo", "Multi-agent PPO: shared decentralized actors, a centralized critic on the "

@@ -14,15 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 import puffer
 from puffer import optim
 from puffer.algos.advantage import gae, vtrace
+from puffer.algos.numerics import explained_variance, gradient_update, learning_rate, masked_mean, standardize
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, policy_spec
-from puffer.train import Algorithm, Plan, RunConfig, Trainer, hyper_arrays, register, unpack
+from puffer.train import Algorithm, OnPolicy, Plan, Progress, RunConfig, RunContext, Trainer, hyper_arrays, register
 
 HYPER_KEYS = ("lr", "clip_coef", "vf_clip", "vf_coef", "ent_coef", "max_grad_norm")
 STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
@@ -114,19 +113,6 @@ class LossStatic:
     clip_vloss: bool = True
 
 
-def masked_mean(be: Backend, x: Array, mask: Array) -> Array:
-    """Mean of `x` over entries where `mask` is 1 (0 if there are none)."""
-    xp = be.xp
-    return xp.sum(x * mask) / xp.maximum(xp.sum(mask), xp.ones_like(xp.sum(mask)))
-
-
-def standardize(be: Backend, x: Array, mask: Array) -> Array:
-    """`x` shifted and scaled to mean 0 and std 1 over the masked entries."""
-    mean = masked_mean(be, x, mask)
-    var = masked_mean(be, (x - mean) ** 2, mask)
-    return (x - mean) / (be.xp.sqrt(var) + 1e-8)
-
-
 def surrogate_loss(be: Backend, ratio: Array, adv: Array, mask: Array, clip: Array) -> Array:
     """The clipped surrogate policy loss, averaged over masked entries."""
     xp = be.xp
@@ -164,7 +150,7 @@ def ppo_loss(be: Backend, policy: Any, static: LossStatic, params: Params, mb: d
 
     if static.advantage == "vtrace":
         # live importance ratios of the current policy, as PufferLib's trainer recomputes them
-        adv = vtrace(be, mb["rewards"], mb["values"], mb["next_value"], mb["dones"], be.stop_gradient(ratio),
+        adv = vtrace(be, mb["rewards"], mb["values"], mb["next_values"], mb["dones"], be.stop_gradient(ratio),
                      static.gamma, static.gae_lambda, static.rho_clip, static.c_clip)
         returns = adv + mb["values"]
     else:
@@ -181,39 +167,10 @@ def ppo_loss(be: Backend, policy: Any, static: LossStatic, params: Params, mb: d
     return loss, stats
 
 
-def make_update(be: Backend, policy: Any, static: LossStatic, opt: Any = optim.adam,
-                opt_kwargs: dict | None = None, loss_fn: Callable | None = None) -> Callable:
-    """`update(params, opt_state, mb, hyper) -> (params, opt_state, stats)`: loss, grads, clip, step.
-
-    `loss_fn(be, policy, static, params, mb, hyper)` defaults to `ppo_loss`; PPO's relatives pass their own.
-    """
-    opt_kwargs = dict(opt_kwargs or {})
-    loss_fn = loss_fn or ppo_loss
-    loss_and_grad = be.value_and_grad(lambda p, mb, hyper: loss_fn(be, policy, static, p, mb, hyper), has_aux=True)
-
-    def update(params: Params, opt_state: dict, mb: dict, hyper: dict):
-        (loss, stats), grads = loss_and_grad(params, mb, hyper)
-        grads, grad_norm = optim.clip_by_global_norm(be, grads, hyper["max_grad_norm"])
-        params, opt_state = opt.update(be, params, grads, opt_state, hyper["lr"], **opt_kwargs)
-        return params, opt_state, {"loss": loss, "grad_norm": grad_norm, **stats}
-
-    return update
-
-
-def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
-    """1 - Var(returns - values) / Var(returns) (nan when the returns do not vary)."""
-    v, r = values.ravel(), returns.ravel()
-    var_r = np.var(r)
-    return float("nan") if var_r == 0 else float(1 - np.var(r - v) / var_r)
-
-
-def learning_rate(cfg: PPOConfig, progress: float) -> float:
-    """The annealed learning rate after `progress` (0 to 1) of training."""
-    if cfg.lr_schedule == "linear":
-        return optim.linear(progress, 1.0, cfg.learning_rate, 0.0)
-    if cfg.lr_schedule == "cosine":
-        return optim.cosine(progress, 1.0, cfg.learning_rate, 0.0)
-    return cfg.learning_rate
+def ppo_hyper(cfg: PPOConfig, progress: Progress) -> dict[str, float]:
+    """The per-update values of PPO's loss: the annealed learning rate and the loss weights and clips."""
+    return {"lr": learning_rate(cfg, progress.fraction), "clip_coef": cfg.clip_coef, "vf_clip": cfg.vf_clip,
+            "vf_coef": cfg.vf_coef, "ent_coef": cfg.ent_coef, "max_grad_norm": cfg.max_grad_norm}
 
 
 def optimizer(cfg: PPOConfig) -> tuple[Any, dict[str, float]]:
@@ -224,61 +181,52 @@ def optimizer(cfg: PPOConfig) -> tuple[Any, dict[str, float]]:
     return optim.adam, kwargs
 
 
-def declare(run: Any, cfg: PPOConfig, loss_fn: Callable | None = None, stat_keys: tuple[str, ...] = STAT_KEYS) -> Plan:
+def declare(ctx: RunContext, cfg: PPOConfig, loss_fn: Callable | None = None,
+            stat_keys: tuple[str, ...] = STAT_KEYS) -> Plan:
     """PPO's needs: an actor-critic, log-prob and value per step, GAE on the host, shuffled minibatches.
 
-    PPO's relatives pass their own `loss_fn` and the `stat_keys` its statistics carry.
+    PPO's relatives pass their own `loss_fn(be, policy, static, params, mb, hyper)` and the `stat_keys`
+    its statistics carry.
     """
-    be, env = run.be, run.env
-    policy = make_policy(env.single_observation_space, env.single_action_space, cfg.policy, cfg.hidden_size,
-                         cfg.num_layers, cfg.activation)
+    be = ctx.be
+    policy = make_policy(ctx.observation_space, ctx.action_space, cfg.policy, cfg.hidden_size, cfg.num_layers,
+                         cfg.activation)
     params = policy.init(be, cfg.seed)
     opt, opt_kwargs = optimizer(cfg)
     static = LossStatic(cfg.advantage, cfg.norm_adv, cfg.gamma, cfg.gae_lambda, cfg.vtrace_rho_clip,
                         cfg.vtrace_c_clip, cfg.vf_clip > 0)
-    update = make_update(be, policy, static, opt, opt_kwargs, loss_fn)
+    loss_fn = loss_fn or ppo_loss
+    update = gradient_update(be, lambda p, mb, consts, hyper: loss_fn(be, policy, static, p, mb, hyper), opt,
+                             opt_kwargs)
     vtraced = cfg.advantage == "vtrace"
-    segment = 1 if (cfg.policy == "mlp" and not vtraced) else cfg.bptt_horizon
-    xp = be.xp
 
-    def act_fn(be, params, obs, state, starts, noise):
+    def act_fn(be, params, consts, obs, state, starts, noise, inputs):
         actions, logp, value, state = act(be, policy, params, obs, state, starts, noise)
         return actions, (logp, value), state
 
-    def values_fn(be, params, obs, state):
+    def values_fn(be, params, consts, obs, state, inputs):
         return (policy.step(be, params, obs, state)[1],)
 
-    def build_step(layout):
-        def step(params, opt_state, acc, packed, nexts, state, hyper):
-            mb = unpack(be, layout, packed)
-            mb["next_value"], mb["state"] = nexts[:, 0], state
-            params, opt_state, stats = update(params, opt_state, mb, hyper)
-            return params, opt_state, acc + xp.stack([stats[k] for k in stat_keys])
-
-        return step
-
-    def prepare(buf):
+    def prepare(buf, state):
         """GAE on the host through the numpy backend; V-trace recomputes its own inside the loss, and its
         on-policy targets here serve explained variance."""
         buf.adv[...] = gae(puffer.backend("numpy"), buf.rewards, buf.values, buf.next["values"], buf.dones,
                            cfg.gamma, cfg.gae_lambda)
         buf.returns[...] = buf.adv + buf.values
-
-    def hyper(progress: float) -> dict[str, float]:
-        return {"lr": learning_rate(cfg, progress), "clip_coef": cfg.clip_coef, "vf_clip": cfg.vf_clip,
-                "vf_coef": cfg.vf_coef, "ent_coef": cfg.ent_coef, "max_grad_norm": cfg.max_grad_norm}
+        return state
 
     fields = ["obs", "actions", "logp", "values", "mask", "starts"]
     fields += ["rewards", "dones"] if vtraced else ["adv", "returns"]
+    data = OnPolicy(
+        act=act_fn, outputs=("logp", "values"), fields=tuple(fields), rollout_len=cfg.rollout_len,
+        minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs,
+        segment=1 if (cfg.policy == "mlp" and not vtraced) else cfg.bptt_horizon, derived={"adv": 0, "returns": 0},
+        values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
+        early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl))
     return Plan(
-        policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params),
-        act=act_fn, outputs=("logp", "values"), values=values_fn, bootstrap={"rewards": ("values", cfg.gamma)},
-        build_step=build_step, minibatch_fields=tuple(fields), stat_keys=stat_keys, hyper=hyper,
-        rollout_len=cfg.rollout_len, minibatch_size=cfg.minibatch_size, epochs=cfg.update_epochs, segment=segment,
-        prepare=prepare, derived={"adv": 0, "returns": 0},
-        early_stop=None if cfg.target_kl is None else (lambda s: s["approx_kl"] > cfg.target_kl),
-        summarize=lambda buf: {"explained_variance": explained_variance(buf.values, buf.returns)},
-    )
+        policy=policy, policy_spec=policy_spec(policy), params=params, opt_state=opt.init(be, params), update=update,
+        stat_keys=stat_keys, hyper=lambda progress, state: ppo_hyper(cfg, progress), data=data, prepare=prepare,
+        summarize=lambda buf, state: {"explained_variance": explained_variance(buf.values, buf.returns)})
 
 
 ALGORITHM = register(Algorithm("ppo", "Proximal Policy Optimization: clipped surrogate, GAE or live V-trace, MLP or "
@@ -291,4 +239,4 @@ class PPO(Trainer):
     algorithm = ALGORITHM
 
 
-__all__ = ["PPO", "PPOConfig", "LossStatic", "ppo_loss", "make_update", "hyper_arrays", "declare", "ALGORITHM"]
+__all__ = ["PPO", "PPOConfig", "LossStatic", "ppo_loss", "hyper_arrays", "declare", "ALGORITHM"]

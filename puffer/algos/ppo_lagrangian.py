@@ -29,12 +29,13 @@ import numpy as np
 import puffer
 from puffer.algos import ppo
 from puffer.algos.advantage import gae
-from puffer.algos.ppo import PPOConfig, explained_variance, ppo_loss, standardize, value_loss
+from puffer.algos.numerics import explained_variance, standardize
+from puffer.algos.ppo import PPOConfig, ppo_loss, value_loss
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.nn import linear, mlp
 from puffer.policies import act
-from puffer.train import Algorithm, Plan, Trainer, register
+from puffer.train import Algorithm, Plan, RunContext, Trainer, UpdateInfo, register
 
 STAT_KEYS = (*ppo.STAT_KEYS, "cost_value_loss")
 COST_PREFIX = "cost_critic/"
@@ -223,66 +224,58 @@ def make_loss(shared: bool):
 
 
 # ---- what PPO-Lagrangian declares -------------------------------------------------------------
-def declare(run: Any, cfg: PPOLagrangianConfig) -> Plan:
+def declare(ctx: RunContext, cfg: PPOLagrangianConfig) -> Plan:
     """PPO's plan plus a cost critic, the recorded and bootstrapped cost, cost GAE and the multiplier step."""
-    be = run.be
+    be = ctx.be
     shared = cfg.cost_critic == "shared"
-    base = ppo.declare(run, cfg, loss_fn=make_loss(shared), stat_keys=STAT_KEYS)
+    base = ppo.declare(ctx, cfg, loss_fn=make_loss(shared), stat_keys=STAT_KEYS)
     policy = base.policy
     params = {**base.params, **{k: be.asarray(v) for k, v in cost_critic_init(policy, cfg).items()}}
     opt, _ = ppo.optimizer(cfg)
-    state = initial_state(cfg.lagrangian_init)
-    seen = {"finished": 0}  # episodes finished at the previous update (a resumed trainer counts from 0 again)
 
-    def act_fn(be, params, obs, state, starts, noise):
+    def act_fn(be, params, consts, obs, state, starts, noise, inputs):
         actions, logp, value, state = act(be, policy, params, obs, state, starts, noise)
         return actions, (logp, value, cost_value(be, policy, shared, params, obs)), state
 
-    def values_fn(be, params, obs, state):
+    def values_fn(be, params, consts, obs, state, inputs):
         return policy.step(be, params, obs, state)[1], cost_value(be, policy, shared, params, obs)
 
-    def prepare(buf):
+    def prepare(buf, state):
         """Reward GAE (PPO's) and cost GAE with the cost's own gamma and lambda, on the host."""
-        base.prepare(buf)
+        state = base.prepare(buf, state)
         buf.cost_adv[...] = gae(puffer.backend("numpy"), buf.cost, buf.cost_values, buf.next["cost_values"],
                                 buf.dones, cfg.cost_gamma, cfg.cost_lambda)
         buf.cost_returns[...] = buf.cost_adv + buf.cost_values
+        return state
 
-    def before_update(trainer) -> dict[str, float]:
+    def before_update(state, info: UpdateInfo):
         """The multiplier step from the mean episode cost of recent episodes (unchanged if none finished)."""
-        new = trainer.episodes_finished - seen["finished"]
-        seen["finished"] = trainer.episodes_finished
-        jc = window_cost(list(trainer.episodes), new, cfg.cost_window, trainer.env_name)
+        jc = window_cost(list(info.episodes), info.new_episodes, cfg.cost_window, ctx.env_name)
         if cfg.lagrangian == "pid":
-            state.update(pid_step(state, jc, cfg.cost_limit, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, cfg.pid_ema))
+            state = {**state, **pid_step(state, jc, cfg.cost_limit, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, cfg.pid_ema)}
         else:
-            state.update(gradient_step(state, jc, cfg.cost_limit, cfg.lagrangian_lr, cfg.lagrangian_optimizer))
+            state = {**state, **gradient_step(state, jc, cfg.cost_limit, cfg.lagrangian_lr, cfg.lagrangian_optimizer)}
         stats = {"lagrangian": float(state["lagrangian"]), "lagrangian_no_episode": float(jc is None)}
         if jc is not None:
             stats["window_episode_cost"] = jc
-        return stats
+        return state, stats
 
-    def hyper(progress: float) -> dict[str, float]:
-        return {**base.hyper(progress), "lagrangian": float(state["lagrangian"])}
+    def hyper(progress, state) -> dict[str, float]:
+        return {**base.hyper(progress, state), "lagrangian": float(state["lagrangian"])}
 
-    def summarize(buf) -> dict[str, float]:
-        return {**base.summarize(buf), "cost_explained_variance": explained_variance(buf.cost_values,
-                                                                                      buf.cost_returns)}
+    def summarize(buf, state) -> dict[str, float]:
+        return {**base.summarize(buf, state),
+                "cost_explained_variance": explained_variance(buf.cost_values, buf.cost_returns)}
 
-    def get_state() -> dict[str, np.ndarray]:
-        return {k: np.array(v, np.float64) for k, v in state.items()}
-
-    def set_state(saved: dict[str, np.ndarray]) -> None:
-        state.update({k: np.asarray(saved[k], np.float64) for k in STATE_KEYS})
-
+    data = dataclasses.replace(
+        base.data, act=act_fn, outputs=("logp", "values", "cost_values"), values=values_fn,
+        bootstrap={"rewards": ("values", cfg.gamma), "cost": ("cost_values", cfg.cost_gamma)},
+        fields=(*base.data.fields, "cost_values", "cost_adv", "cost_returns"),
+        derived={**base.data.derived, "cost_adv": 0, "cost_returns": 0}, record={"cost": 0},
+        record_help={"cost": HOW_TO_REPORT_COST})
     return dataclasses.replace(
-        base, params=params, opt_state=opt.init(be, params), act=act_fn, outputs=("logp", "values", "cost_values"),
-        values=values_fn, bootstrap={"rewards": ("values", cfg.gamma), "cost": ("cost_values", cfg.cost_gamma)},
-        minibatch_fields=(*base.minibatch_fields, "cost_values", "cost_adv", "cost_returns"),
-        stat_keys=STAT_KEYS, hyper=hyper, prepare=prepare,
-        derived={**base.derived, "cost_adv": 0, "cost_returns": 0}, record={"cost": 0},
-        record_help={"cost": HOW_TO_REPORT_COST}, before_update=before_update, summarize=summarize,
-        extra_state=(get_state, set_state))
+        base, params=params, opt_state=opt.init(be, params), data=data, hyper=hyper, prepare=prepare,
+        state=initial_state(cfg.lagrangian_init), before_update=before_update, summarize=summarize)
 
 
 ALGORITHM = register(Algorithm("ppo_lagrangian", "PPO under a per-episode cost limit: cost critic, cost GAE, "

@@ -1,10 +1,10 @@
-"""Whole episodes in groups: the data source `"episodes"` of a plan (GRPO and other outcome-based methods).
+"""Whole episodes in groups: the collector of the `Episodes` source (GRPO and other outcome-based methods).
 
-Each collection restarts every group of `plan.group_size` envs from one grouped reset
+Each collection restarts every group of `group_size` envs from one grouped reset
 (`reset_group`, a fresh seed per group drawn from the trainer's generator), so the rows of a group
 start from the same state: the "prompt" of an RL episode. It then steps every row until each has
-finished its episode (or `plan.rollout_len` steps, the longest episode kept, have passed) and
-masks every step after a row's end. The algorithm gets the `[rows, rollout_len]` buffer with:
+finished its episode (or `max_len` steps, the longest episode kept, have passed) and
+masks every step after a row's end. The algorithm gets the `[rows, max_len]` buffer with:
 
 - `mask` 1 on the steps of each row's episode, 0 after it (and on steps the env masks itself),
 - `buffer.outcomes` `[rows]`: each row's episode return (sum of its rewards, or of the reward
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from puffer.errors import PufferError
+from puffer.train.plan import Episodes
+from puffer.train.rollout import ActingCollector
 
 
 def check_groups(env: Any, env_name: str, group_size: int, sync: bool, seed: int) -> int:
@@ -49,19 +51,24 @@ def check_groups(env: Any, env_name: str, group_size: int, sync: bool, seed: int
     return num_envs // group_size
 
 
-class EpisodesMixin:
-    """The whole-episode half of `Trainer`: fills `self.buffer` with one episode per row, in groups."""
+class EpisodeCollector(ActingCollector):
+    """The `Episodes` source: fills the buffer with one episode per row, in groups sharing a reset."""
 
-    def collect_episodes(self) -> None:
+    def __init__(self, run: Any, source: Episodes):
+        super().__init__(run, source, source.max_len, {})
+        self.group_size = source.group_size
+        check_groups(self.env, run.env_name, source.group_size, self.sync, run.config.seed)
+
+    def collect(self) -> Any:
         """Reset every group from its own seed, step until each row's episode ended, mask what follows."""
-        plan, env, buf = self.plan, self.env, self.buffer
-        T, a, G = plan.rollout_len, self.policy.head.action_dim, plan.group_size
+        run, env, buf = self.run, self.env, self.buffer
+        T, a, G = self.rollout_len, self.policy.head.action_dim, self.group_size
         apg = self.rows // env.num_envs
         if self._obs is None:
-            env.reset(seed=self.config.seed)
+            env.reset(seed=run.config.seed)
         num_groups = env.num_envs // G
         obs = []
-        for g, seed in enumerate(self.rng.integers(0, 2**31 - 1, num_groups).tolist()):
+        for g, seed in enumerate(run.rng.integers(0, 2**31 - 1, num_groups).tolist()):
             group_obs, _ = env.reset_group(np.arange(g * G, (g + 1) * G), int(seed))
             obs.append(np.array(group_obs, copy=True))
         obs = np.concatenate(obs)
@@ -77,7 +84,7 @@ class EpisodesMixin:
             mask = active.astype(np.float32) * (1.0 if masks is None else np.asarray(masks, np.float32))
             out = self._policy_step(obs, None, mask)
             self._store_step(slice(None), t, out, self._starts, mask)
-            obs, rewards, term, trunc, infos = self._env_step(out[:, :a], obs)
+            obs, rewards, term, trunc, infos = self._env_step(out[:, :a])
             done = term | trunc
             self._store_result(slice(None), t, self._channels(rewards, infos), done & active)
             lengths += active
@@ -88,13 +95,14 @@ class EpisodesMixin:
             if not active.any():
                 break
         self._obs = obs
-        self.global_step += self.rows * steps
+        run.global_step += self.rows * steps
         buf.rewards[...] *= buf.mask
         buf.outcomes = buf.rewards.sum(axis=1)
         buf.lengths = lengths
         buf.finished = ~active
         buf.groups = np.arange(self.rows).reshape(num_groups, G, apg)
-        self.episode_steps = int(buf.mask.sum())
+        buf.episode_steps = int(buf.mask.sum())
+        return buf
 
     def _record_group_episodes(self, infos: dict, done: np.ndarray, active: np.ndarray, lengths: np.ndarray) -> None:
         """Keep the episodes of this collection (each row's first), not those rows start after it."""
@@ -108,5 +116,16 @@ class EpisodesMixin:
         else:  # cannot tell which row each came from: report the env's reward sums ourselves
             kept = [{"episode_return": float(self.buffer.rewards[row].sum()), "episode_length": int(lengths[row])}
                     for row in np.flatnonzero(first)]
-        self.episodes.extend(kept)
-        self.episodes_finished += len(kept)
+        self.run.record_episodes(kept)
+
+    def resume_arrays(self) -> dict[str, np.ndarray]:
+        """Nothing: every collection starts its groups afresh from the trainer's generator."""
+        return {}
+
+    def fits(self, resume: dict[str, np.ndarray], path: Any) -> bool:
+        """Always: there is nothing to continue from."""
+        return True
+
+    def load_resume_arrays(self, resume: dict[str, np.ndarray], path: Any) -> None:
+        """Mark the env as started (the next collection resets its groups anyway)."""
+        self._obs = np.zeros((self.rows, self.obs_dim), np.float32)

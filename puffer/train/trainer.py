@@ -19,42 +19,17 @@ import numpy as np
 import puffer
 from puffer import checkpoint
 from puffer.errors import PufferError
-from puffer.train.buffers import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
-from puffer.train.episodes import EpisodesMixin, check_groups
-from puffer.train.plan import DATA_SOURCES, EPISODES, OFFLINE, Algorithm, Plan
-from puffer.train.rollout import RolloutMixin
+from puffer.train.buffers import RunningNorm, episode_stats, unpack
+from puffer.train.episodes import EpisodeCollector
+from puffer.train.offline import OfflineCollector
+from puffer.train.plan import Algorithm, Episodes, Offline, OnPolicy, Plan, Progress, RunContext, UpdateInfo
+from puffer.train.rollout import RolloutCollector, whole_update
 from puffer.tree import tree_map
 
 # the statistics every algorithm's progress line and logs start with
 LEADING = ("global_step", "sps", "episode_return", "episode_length")
-# above this many bytes of rollout, updates go minibatch by minibatch instead of as one program
-WHOLE_UPDATE_BYTES = 1 << 30
-
-
-def whole_update(be: Any, step: Callable) -> Callable:
-    """Every epoch and minibatch of an update as one function: `step` scanned over host-drawn shuffles.
-
-    `order` `[epochs * minibatches, per_minibatch]` holds the segment indices of each minibatch;
-    minibatches are gathered from the whole rollout inside, so one compiled call does the update.
-    """
-    xp = be.xp
-
-    def update(params, opt_state, acc, packed, nexts, states, order, hyper):
-        def one_minibatch(carry, idx):
-            mb = xp.take(packed, idx, axis=0)
-            state = tuple(xp.take(s, idx, axis=0) for s in states)
-            return step(*carry, mb, xp.take(nexts, idx, axis=0), state, hyper), None
-
-        return be.scan(one_minibatch, (params, opt_state, acc), order)[0]
-
-    return update
-
-
-def divisors_hint(total: int, wanted: int) -> str:
-    """The few divisors of `total` nearest to `wanted`, for error messages."""
-    near = [d for d in range(1, total + 1) if total % d == 0]
-    near.sort(key=lambda d: abs(d - wanted))
-    return ", ".join(str(d) for d in sorted(near[:4]))
+# the collector of each data source (a new source is one entry here, never an `if` in the loop)
+COLLECTORS: dict[type, type] = {OnPolicy: RolloutCollector, Episodes: EpisodeCollector, Offline: OfflineCollector}
 
 
 def hyper_arrays(be: Any, values: dict[str, float]) -> dict[str, Any]:
@@ -62,7 +37,38 @@ def hyper_arrays(be: Any, values: dict[str, float]) -> dict[str, Any]:
     return {k: be.asarray(np.asarray(v, dtype=np.float32)) for k, v in values.items()}
 
 
-class Trainer(RolloutMixin, EpisodesMixin):
+def minibatch_step(be: Any, update: Callable, layout: Any, stat_keys: tuple[str, ...],
+                   bootstrapped: tuple[str, ...]) -> Callable:
+    """An algorithm's pure `update` as the machinery calls it: packed minibatch in, summed statistics out.
+
+    `step(params, opt_state, acc, packed, nexts, state, consts, hyper)`: `packed` is unpacked by
+    `layout`, `nexts[:, i]` becomes `mb["next_<bootstrapped[i]>"]` and `state` `mb["state"]`.
+    """
+    xp = be.xp
+
+    def step(params, opt_state, acc, packed, nexts, state, consts, hyper):
+        mb = unpack(be, layout, packed)
+        for i, name in enumerate(bootstrapped):
+            mb[f"next_{name}"] = nexts[:, i]
+        mb["state"] = state
+        params, opt_state, stats = update(params, opt_state, mb, consts, hyper)
+        return params, opt_state, acc + xp.stack([stats[k] for k in stat_keys])
+
+    return step
+
+
+def episode_limit(env: Any) -> int | None:
+    """The env's longest episode (`max_episode_steps` of it or of the env it wraps), or None."""
+    inner = env
+    while inner is not None:
+        limit = getattr(inner, "max_episode_steps", None)
+        if limit:
+            return int(limit)
+        inner = getattr(inner, "env", None)
+    return None
+
+
+class Trainer:
     """Trains any registered algorithm on any env and training backend; subclasses bind `algorithm`."""
 
     algorithm: Algorithm | None = None
@@ -92,8 +98,15 @@ class Trainer(RolloutMixin, EpisodesMixin):
         self.env_name = env if isinstance(env, str) else getattr(env, "name", type(env).__name__)
         makes_env = isinstance(env, str) or (callable(env) and not hasattr(env, "step"))
         # workers fork before the framework starts its threads (forking a running JAX can deadlock)
-        self.env = puffer.make(env, num_envs=cfg.num_envs, backend=cfg.vec, num_workers=cfg.num_workers,
-                               batch_size=cfg.vec_batch_size, seed=cfg.seed, **cfg.env_kwargs) if makes_env else env
+        if makes_env:
+            env = puffer.make(env, num_envs=cfg.num_envs, backend=cfg.vec, num_workers=cfg.num_workers,
+                              batch_size=cfg.vec_batch_size, seed=cfg.seed, reward_model=cfg.reward_model,
+                              **cfg.env_kwargs)
+        elif cfg.reward_model:
+            from puffer.vector import with_reward_model
+
+            env = with_reward_model(env, cfg.reward_model)
+        self.env = env
         try:
             self.be = puffer.backend(backend)
             if not self.be.can_train:
@@ -106,17 +119,35 @@ class Trainer(RolloutMixin, EpisodesMixin):
             self.obs_norm = RunningNorm(self.obs_dim) if cfg.obs_norm else None
             self.global_step = 0
             self.updates = 0
+            self.budget = cfg.total_steps
             self.episodes: collections.deque = collections.deque(maxlen=100)
             self.episodes_finished = 0
+            self._seen_episodes = 0
             self.history: list[dict[str, float]] = []
-            self.reward_model = None
-            if cfg.reward_model:
-                from puffer.preferences import load_reward_model
-
-                self.reward_model = load_reward_model(cfg.reward_model, self.env, self.env_name)
-            self._pending_rewards = np.zeros(self.rows, np.float32)
-            self.plan: Plan = algorithm.declare(self, cfg)
-            self._build()
+            self.ctx = RunContext(
+                be=self.be, env_name=self.env_name, observation_space=self.env.single_observation_space,
+                action_space=self.env.single_action_space,
+                state_space=getattr(self.env, "single_state_space", None), obs_dim=self.obs_dim, rows=self.rows,
+                batch_rows=self.batch_rows, num_envs=int(self.env.num_envs),
+                agents_per_env=int(getattr(self.env, "agents_per_env", 1)), seed=cfg.seed,
+                max_episode_steps=episode_limit(self.env))
+            plan = algorithm.declare(self.ctx, cfg)
+            if not isinstance(plan, Plan):
+                raise PufferError(f"{algorithm.name}: declare() must return a puffer.train.Plan, got "
+                                  f"{type(plan).__name__}")
+            collector = COLLECTORS.get(type(plan.data))
+            if collector is None:
+                raise PufferError(f"{algorithm.name}: data source {type(plan.data).__name__} is not one this puffer "
+                                  f"runs ({', '.join(c.__name__ for c in COLLECTORS)})")
+            self.plan = plan
+            self.params, self.opt_state = plan.params, plan.opt_state
+            self.algo_state = {k: np.asarray(v) for k, v in plan.state.items()}
+            self._refresh_consts()
+            self.collector = collector(self, plan.data)
+            step = minibatch_step(self.be, plan.update, self.collector.layout, plan.stat_keys,
+                                  getattr(self.collector, "bootstrapped", ()))
+            self.step = self.be.compile(step, donate=(0, 1, 2))
+            self.whole_step = self.be.compile(whole_update(self.be, step), donate=(0, 1, 2))
         except BaseException:
             self.env.close()
             raise
@@ -132,245 +163,64 @@ class Trainer(RolloutMixin, EpisodesMixin):
         return self.plan.policy
 
     @property
-    def params(self) -> dict:
-        """The trainable parameters (backend arrays)."""
-        return self.plan.params
-
-    @params.setter
-    def params(self, value: dict) -> None:
-        self.plan.params = value
+    def buffer(self) -> Any:
+        """The collector's buffer of the last collection (acting sources)."""
+        return self.collector.buffer
 
     @property
-    def opt_state(self) -> dict:
-        """The optimizer state (backend arrays)."""
-        return self.plan.opt_state
+    def whole_update(self) -> bool:
+        """Whether an update runs as one compiled program (acting sources on backends that compile loops)."""
+        return getattr(self.collector, "whole_update", False)
 
-    @opt_state.setter
-    def opt_state(self, value: dict) -> None:
-        self.plan.opt_state = value
+    @whole_update.setter
+    def whole_update(self, value: bool) -> None:
+        self.collector.whole_update = value
 
-    # ---- compiled functions and buffers ------------------------------------------------------
-    def _build(self) -> None:
-        plan, be, policy = self.plan, self.be, self.plan.policy
-        if plan.data not in DATA_SOURCES:
-            raise PufferError(f"{self.algo}: data source {plan.data!r} is not one this puffer runs "
-                              f"({', '.join(DATA_SOURCES)})")
-        if plan.data == OFFLINE:
-            self._build_offline()
-            return
-        if plan.data == EPISODES:
-            check_groups(self.env, self.env_name, plan.group_size, self.sync, self.config.seed)
-        self.segment = plan.segment
-        total = self.rows * plan.rollout_len
-        if total % plan.minibatch_size or plan.minibatch_size % self.segment:
-            raise PufferError(
-                f"minibatch_size={plan.minibatch_size} must divide num_agents * rollout_len = {total} and be a "
-                f"multiple of the sequence length {self.segment}; values that work: "
-                f"{divisors_hint(total, plan.minibatch_size)}")
-        self.num_minibatches = total // plan.minibatch_size
-        head = policy.head
-        xp = be.xp
+    def _refresh_consts(self) -> None:
+        consts = self.plan.consts(self.algo_state) if self.plan.consts is not None else {}
+        self.consts = {k: self.be.asarray(np.asarray(v, np.float32)) for k, v in consts.items()}
 
-        # per-step input: obs, episode-start flag, noise; output: actions then the declared outputs
-        self.in_layout = in_layout = Layout()
-        in_layout.add("obs", self.obs_dim)
-        in_layout.add("starts", 1, squeeze=True)
-        in_layout.add("noise", head.noise_dim)
-        # declared input channels ride in the same packed array (one transfer per step)
-        self.input_layout = input_layout = Layout()
-        for name, width in plan.inputs.items():
-            in_layout.add(name, width)
-            input_layout.add(name, width)
+    # ---- the steps of one update ------------------------------------------------------------
+    def record_episodes(self, episodes: Any) -> None:
+        """Keep the statistics of finished episodes (the last 100)."""
+        episodes = list(episodes)
+        self.episodes.extend(episodes)
+        self.episodes_finished += len(episodes)
 
-        def act_fn(params, packed, state):
-            f = unpack(be, in_layout, packed)
-            extra = ({name: f[name] for name in plan.inputs},) if plan.inputs else ()
-            actions, outs, state = plan.act(be, params, f["obs"], state, f["starts"], f["noise"], *extra)
-            return xp.concat([actions, *(xp.expand_dims(o, axis=-1) for o in outs)], axis=-1), state
+    def collect(self) -> Any:
+        """One collection of the plan's data source (a rollout, a batch of episode groups, ...); returns it."""
+        self.batch = self.collector.collect()
+        return self.batch
 
-        if plan.inputs:
-            def values_fn(params, obs, packed_inputs, state):
-                return xp.stack(plan.values(be, params, obs, state, unpack(be, input_layout, packed_inputs)), axis=-1)
-        else:
-            def values_fn(params, obs, state):
-                return xp.stack(plan.values(be, params, obs, state), axis=-1)
-
-        self._act = be.compile(act_fn)
-        self._values = be.compile(values_fn)
-
-        fields = {"obs": self.obs_dim, "actions": head.action_dim, "rewards": 0, "dones": 0, "starts": 0, "mask": 0,
-                  **{name: 0 for name in plan.outputs}, **plan.record, **plan.inputs, **plan.derived}
-        self.mb_layout = Layout()
-        for name in plan.minibatch_fields:
-            width = fields[name]
-            self.mb_layout.add(name, width or 1, squeeze=not width)
-        step = plan.build_step(self.mb_layout)
-        self._step = be.compile(step, donate=(0, 1, 2))
-        self._whole = be.compile(whole_update(be, step), donate=(0, 1, 2))
-        self._state = policy.initial_state(be, self.batch_rows)
-        n, T = self.rows, plan.rollout_len
-        self._host_state = tuple(np.zeros((n, s.shape[-1]), np.float32) for s in self._state) if not self.sync else ()
-        self._in = np.zeros((self.batch_rows, in_layout.width), np.float32)
-        self._mb = np.zeros((plan.minibatch_size // self.segment, self.segment, self.mb_layout.width), np.float32)
-        rollout_bytes = 4 * n * T * self.mb_layout.width
-        # early stopping reads the statistics between epochs, which one program cannot hand back; where
-        # loops do not compile (tinygrad unrolls them into one huge graph) one call per minibatch is faster
-        self.whole_update = be.compiles_loops and plan.early_stop is None and rollout_bytes <= WHOLE_UPDATE_BYTES
-        self._rollout_packed = np.zeros((n * T // self.segment, self.segment, self.mb_layout.width), np.float32)
-        self.buffer = RolloutBuffer(n, T, fields, tuple(v for v, _ in plan.bootstrap.values()))
-        self._starts = np.ones(n, np.float32)
-        self._obs = None
-        self._inputs: dict[str, np.ndarray] = {}
-        self._pending = None
-        self._seg_states = (tuple(np.zeros((n, T // self.segment, s.shape[-1]), np.float32)
-                                  for s in self._state) if policy.recurrent else ())
-
-    def _build_offline(self) -> None:
-        """Offline plans: one packed minibatch layout and the compiled step; no rollout buffers."""
-        plan = self.plan
-        if plan.sample is None or not plan.offline_fields:
-            raise PufferError(f"{self.algo}: an offline plan needs `sample` and `offline_fields`")
-        self.mb_layout = Layout()
-        for name, width in plan.offline_fields.items():
-            self.mb_layout.add(name, width or 1, squeeze=not width)
-        self._step = plan.build_step(self.mb_layout)
-        self._mb = None
-        self._obs = None
-        self._state = ()
-
-    def _offline_batch(self) -> Any:
-        batch = self.plan.sample(self.rng)
-        if self._mb is None:
-            name, width = next(iter(self.plan.offline_fields.items()))
-            lead = batch[name].shape[:-1] if width else batch[name].shape
-            self._mb = np.zeros((*lead, self.mb_layout.width), np.float32)
-        return pack(self.mb_layout, batch, self._mb)
-
-    def update_offline(self) -> dict[str, float]:
-        """`epochs` gradient steps on minibatches drawn from the dataset; returns mean statistics."""
-        plan, be = self.plan, self.be
-        keys = plan.stat_keys
-        acc = be.asarray(np.zeros(len(keys), np.float32))
-        total = max(self.config.total_steps, 1)
-        for i in range(plan.epochs):
-            # per gradient step, so that schedules such as a warmup advance with every step
-            hyper_values = plan.hyper(min((self.global_step + i) / total, 1.0))
-            packed = be.asarray(self._offline_batch())
-            self.params, self.opt_state, acc = self._step(self.params, self.opt_state, acc, packed,
-                                                          hyper_arrays(be, hyper_values))
-        means = be.to_numpy(acc) / max(plan.epochs, 1)
-        stats = dict(zip(keys, (float(x) for x in means)))
-        if "lr" in hyper_values:
-            stats["learning_rate"] = float(hyper_values["lr"])
-        self.updates += 1
-        self.global_step += plan.epochs
+    def before_update(self) -> dict[str, float]:
+        """The algorithm's `before_update` hook on its state (e.g. a Lagrange multiplier step); its statistics."""
+        if self.plan.before_update is None:
+            return {}
+        info = UpdateInfo(self.global_step, self.updates, tuple(self.episodes),
+                          self.episodes_finished - self._seen_episodes, self.params)
+        self._seen_episodes = self.episodes_finished
+        self.algo_state, stats = self.plan.before_update(self.algo_state, info)
+        self._refresh_consts()
         return stats
 
-    def evaluation_episodes(self, episodes: int, seed: int) -> list[dict[str, float]]:
-        """`episodes` fresh episodes of the current policy (deterministic), as episode-statistics dicts."""
-        from puffer.train.evaluate import run_episodes
-
-        env = puffer.make(self.env_name, num_envs=min(self.config.num_envs, episodes), seed=seed,
-                          **self.config.env_kwargs)
-        try:
-            return run_episodes(env, self.actor(True, seed), episodes, seed=seed, key=None)
-        finally:
-            env.close()
-
-    def actor(self, deterministic: bool = True, seed: int = 0) -> Any:
-        """An actor of the current parameters for evaluation episodes."""
-        if self.plan.make_actor is not None:
-            return self.plan.make_actor(deterministic, seed)
-        from puffer.train.evaluate import PolicyActor
-
-        return PolicyActor(self.be, self.policy, self.params, self.env.single_action_space, self.obs_norm,
-                           deterministic, seed)
-
-    def _train_offline(self, total: int, stop_at_return: float | None, callback: Any, progress: Any) -> dict:
-        plan = self.plan
-        start_step, t0 = self.global_step, time.perf_counter()
-        every = plan.eval_every or total
-        next_eval = (self.global_step // every + 1) * every
-        stats: dict[str, float] = {}
-        while self.global_step < total:
-            t_upd = time.perf_counter()
-            stats = self.update_offline()
-            t_eval = time.perf_counter()
-            if self.global_step >= min(next_eval, total):
-                next_eval += every
-                seed = int(self.rng.integers(2**31))
-                self.episodes.extend(self.evaluation_episodes(plan.eval_episodes, seed))
-                self.episodes_finished += plan.eval_episodes
-            now = time.perf_counter()
-            episodes = episode_stats(list(self.episodes)[-plan.eval_episodes:])
-            stats = {"global_step": self.global_step,
-                     "sps": (self.global_step - start_step) / max(now - t0, 1e-9),
-                     **{k: episodes.pop(k) for k in LEADING[2:] if k in episodes}, **stats, **episodes,
-                     "update_time": t_eval - t_upd, "eval_time": now - t_eval,
-                     "mean_return_20": self.mean_return(20)}
-            self.history.append(stats)
-            if progress is not None:
-                progress(self, stats)
-            if callback is not None and callback(self, stats):
-                break
-            if stop_at_return is not None and self.episodes and self.mean_return(plan.eval_episodes) >= stop_at_return:
-                break
-        return stats
-
-    # ---- update -----------------------------------------------------------------------------
-    def progress_fraction(self) -> float:
-        """Fraction of `total_steps` done (drives learning-rate schedules)."""
-        return min(self.global_step / max(self.config.total_steps, 1), 1.0)
-
-    def compute_advantages(self) -> None:
-        """The plan's host-side `prepare` step over the filled buffer (e.g. GAE)."""
+    def prepare(self) -> None:
+        """The algorithm's host-side `prepare` over the collected batch (e.g. GAE)."""
         if self.plan.prepare is not None:
-            self.plan.prepare(self.buffer)
+            self.algo_state = self.plan.prepare(self.batch, self.algo_state)
+            self._refresh_consts()
+
+    def hyper_at(self, progress: Progress) -> dict[str, Any]:
+        """The per-update values at `progress` as 0-d backend arrays."""
+        return hyper_arrays(self.be, self.plan.hyper(progress, self.algo_state))
 
     def update(self) -> dict[str, float]:
-        """Epochs of shuffled minibatch steps over the prepared rollout; returns mean statistics."""
-        plan, be = self.plan, self.be
-        stats: dict[str, float] = {}
-        seqs = self.buffer.sequences(self.segment)
-        n_seq = len(seqs["starts"])
-        per_mb = plan.minibatch_size // self.segment
-        hyper_values = plan.hyper(self.progress_fraction())
-        hyper = hyper_arrays(be, hyper_values)
-        keys = plan.stat_keys
-        acc = be.asarray(np.zeros(len(keys), np.float32))
-        count = 0
-        states = tuple(s.reshape(n_seq, -1) for s in self._seg_states)
-        # a plan without bootstraps still passes a (zero) column: compiled steps keep one signature
-        nexts = (np.stack([seqs[f"next_{v}"] for v, _ in plan.bootstrap.values()], axis=-1) if plan.bootstrap
-                 else np.zeros((n_seq, 1), np.float32))
-        if self.whole_update:
-            # the same shuffles as the minibatch path below, drawn up front
-            order = np.stack([self.rng.permutation(n_seq)[:self.num_minibatches * per_mb].reshape(-1, per_mb)
-                              for _ in range(plan.epochs)]).reshape(-1, per_mb)
-            packed = pack(self.mb_layout, {k: seqs[k] for k in self.mb_layout.slices}, self._rollout_packed)
-            self.params, self.opt_state, acc = self._whole(
-                self.params, self.opt_state, acc, be.asarray(packed), be.asarray(nexts),
-                tuple(be.asarray(s) for s in states), be.asarray(order.astype(np.int32)), hyper)
-            count = len(order)
-        for _ in range(0 if self.whole_update else plan.epochs):
-            order = self.rng.permutation(n_seq)
-            for i in range(self.num_minibatches):
-                idx = order[i * per_mb:(i + 1) * per_mb]
-                pack(self.mb_layout, {k: seqs[k][idx] for k in self.mb_layout.slices}, self._mb)
-                state = tuple(be.asarray(s[idx]) for s in states)
-                self.params, self.opt_state, acc = self._step(self.params, self.opt_state, acc, be.asarray(self._mb),
-                                                              be.asarray(nexts[idx]), state, hyper)
-                count += 1
-            if plan.early_stop is not None:
-                means = be.to_numpy(acc) / count
-                if plan.early_stop(dict(zip(keys, (float(x) for x in means)))):
-                    break
-        means = be.to_numpy(acc) / max(count, 1)
-        stats.update(zip(keys, (float(x) for x in means)))
-        if plan.summarize is not None:
-            stats.update(plan.summarize(self.buffer))
-        if "lr" in hyper_values:  # the conventional name of a learning rate in `hyper`
-            stats["learning_rate"] = float(hyper_values["lr"])
+        """The compiled update over the collected batch, then the algorithm's summary; returns statistics."""
+        values = self.plan.hyper(Progress(self.global_step, self.budget), self.algo_state)
+        stats = self.collector.update(hyper_arrays(self.be, values))
+        if self.plan.summarize is not None:
+            stats.update(self.plan.summarize(self.batch, self.algo_state))
+        if "lr" in values:  # the conventional name of a learning rate in `hyper`
+            stats["learning_rate"] = float(values["lr"])
         self.updates += 1
         return stats
 
@@ -383,55 +233,69 @@ class Trainer(RolloutMixin, EpisodesMixin):
     def train(self, total_steps: int | None = None, stop_at_return: float | None = None,
               callback: Callable[[Trainer, dict], bool | None] | None = None,
               progress: Any = None) -> dict[str, float]:
-        """Train until `total_steps` env steps (or `stop_at_return` over the last 20 episodes); returns last stats.
+        """Train until `total_steps` (or `stop_at_return` over the recent episodes); returns the last statistics.
 
-        Offline plans count gradient steps instead, and their returns come from evaluation episodes.
-
+        Steps are env steps, or gradient steps for an offline source (whose returns come from
+        evaluation episodes). Progress-based schedules anneal over this call's budget.
         `callback(trainer, stats)` runs after every update (True stops training); `progress` too, for display.
         """
-        total = total_steps or self.config.total_steps
-        if self.plan.data == OFFLINE:
-            return self._train_offline(total, stop_at_return, callback, progress)
+        self.budget = total = total_steps or self.config.total_steps
+        self.collector.start()
+        window = self.collector.return_window
         start_step, t0 = self.global_step, time.perf_counter()
         stats: dict[str, float] = {}
         while self.global_step < total:
-            t_roll = time.perf_counter()
-            if self.plan.data == EPISODES:
-                self.collect_episodes()
-            else:
-                self.rollout()
-            # e.g. a Lagrange multiplier step: before the advantages that use it
-            before = self.plan.before_update(self) if self.plan.before_update else {}
-            self.compute_advantages()
-            t_upd = time.perf_counter()
+            t_collect = time.perf_counter()
+            self.collect()
+            before = self.before_update()  # e.g. a Lagrange multiplier step: before the advantages that use it
+            self.prepare()
+            t_update = time.perf_counter()
             stats = {**before, **self.update()}
+            t_after = time.perf_counter()
+            stats.update(self.collector.after_update())
             now = time.perf_counter()
-            episodes = episode_stats(list(self.episodes)[-20:])
+            episodes = episode_stats(list(self.episodes)[-window:])
             stats = {"global_step": self.global_step, "sps": (self.global_step - start_step) / max(now - t0, 1e-9),
                      **{k: episodes.pop(k) for k in LEADING[2:] if k in episodes}, **stats, **episodes,
-                     "rollout_time": t_upd - t_roll, "update_time": now - t_upd,
-                     "mean_return_20": self.mean_return(20)}
+                     "rollout_time": t_update - t_collect, "update_time": t_after - t_update,
+                     "eval_time": now - t_after, "mean_return_20": self.mean_return(20)}
             self.history.append(stats)
             if progress is not None:
                 progress(self, stats)
             if callback is not None and callback(self, stats):
                 break
-            if stop_at_return is not None and len(self.episodes) >= 20 and self.mean_return(20) >= stop_at_return:
+            if (stop_at_return is not None and len(self.episodes) >= window
+                    and self.mean_return(window) >= stop_at_return):
                 break
         return stats
+
+    def actor(self, deterministic: bool = True, seed: int = 0) -> Any:
+        """An actor of the current parameters for evaluation episodes."""
+        if self.plan.make_actor is not None:
+            return self.plan.make_actor(self.params, deterministic, seed)
+        from puffer.train.evaluate import PolicyActor
+
+        return PolicyActor(self.be, self.policy, self.params, self.env.single_action_space, self.obs_norm,
+                           deterministic, seed)
+
+    def evaluation_episodes(self, episodes: int, seed: int, actor: Any = None,
+                            deterministic: bool = True) -> list[dict[str, float]]:
+        """`episodes` fresh episodes of `actor` (default: the current policy), as episode-statistics dicts."""
+        from puffer.train.evaluate import run_episodes
+
+        actor = actor if actor is not None else self.actor(deterministic, seed)
+        env = puffer.make(self.env_name, num_envs=min(self.config.num_envs, episodes), seed=seed,
+                          **self.config.env_kwargs)
+        try:
+            return run_episodes(env, actor, episodes, seed=seed, key=None)
+        finally:
+            env.close()
 
     def evaluate(self, episodes: int = 100, deterministic: bool = True, seed: int = 12345,
                  key: str = "episode_return") -> float:
         """Mean `key` over `episodes` fresh episodes of the current policy (a separate env, same settings)."""
-        from puffer.train.evaluate import run_episodes
-
-        cfg = self.config
-        actor = self.actor(deterministic, seed)
-        env = puffer.make(self.env_name, num_envs=min(cfg.num_envs, episodes), seed=seed, **cfg.env_kwargs)
-        try:
-            return float(np.mean(run_episodes(env, actor, episodes, seed=seed, key=key)))
-        finally:
-            env.close()
+        done = self.evaluation_episodes(episodes, seed, deterministic=deterministic)
+        return float(np.mean([float(e.get(key, np.nan)) for e in done]))
 
     # ---- state ------------------------------------------------------------------------------
     def numpy_params(self) -> dict[str, np.ndarray]:
@@ -452,7 +316,7 @@ class Trainer(RolloutMixin, EpisodesMixin):
 
     def _env_state(self) -> dict[str, Any] | None:
         """The env's state between updates, or None where it cannot be saved (async rollouts, gymnasium envs)."""
-        if self._obs is None or not self.sync or not hasattr(self.env, "state_dict"):
+        if not self.collector.started() or not self.sync or not hasattr(self.env, "state_dict"):
             return None
         try:
             return self.env.state_dict()
@@ -478,8 +342,8 @@ class Trainer(RolloutMixin, EpisodesMixin):
     def checkpoint_groups(self) -> dict[str, dict[str, np.ndarray]]:
         """Backend-neutral tensors: parameters, optimizer and algorithm state, obs statistics, env and rollout state."""
         groups = {"params": self.numpy_params(), "opt_state": self.numpy_opt_state()}
-        if self.plan.extra_state is not None:
-            groups["algo_state"] = self.plan.extra_state[0]()
+        if self.algo_state:
+            groups["algo_state"] = {k: np.array(v, copy=True) for k, v in self.algo_state.items()}
         if self.obs_norm is not None:
             groups["obs_norm"] = self.obs_norm.state_dict()
         env_state = self._env_state()
@@ -487,13 +351,7 @@ class Trainer(RolloutMixin, EpisodesMixin):
             # What the next rollout continues from: the env, its current observations, episode-start
             # flags and the recurrent state, so that a resumed run repeats an uninterrupted one.
             resume = {f"env.{k}": v for k, v in checkpoint.split_state(env_state)[0].items()}
-            resume["trainer.obs"] = np.array(self._obs, copy=True)
-            resume["trainer.starts"] = self._starts.copy()
-            for name, value in self._inputs.items():
-                resume[f"trainer.input.{name}"] = value.copy()
-            for i, s in enumerate(self._state):
-                resume[f"trainer.state.{i}"] = np.asarray(self.be.to_numpy(s))
-            groups["resume"] = resume
+            groups["resume"] = {**resume, **self.collector.resume_arrays()}
         return groups
 
     def save(self, run_dir: str, keep_last: int | None = None) -> Any:
@@ -516,8 +374,8 @@ class Trainer(RolloutMixin, EpisodesMixin):
                 raise PufferError(f"checkpoint {path} was trained with {key} {meta[key]}, but this env "
                                   f"({self.env_name}) has {mine}")
         mine_groups = {"params": self.params, "opt_state": self.opt_state}
-        if self.plan.extra_state is not None:
-            mine_groups["algo_state"] = self.plan.extra_state[0]()
+        if self.algo_state:
+            mine_groups["algo_state"] = self.algo_state
         for name, mine in mine_groups.items():
             theirs = groups.get(name, {})
             want = {k: tuple(np.shape(v)) for k, v in mine.items()}
@@ -527,23 +385,17 @@ class Trainer(RolloutMixin, EpisodesMixin):
                                   f"({checkpoint.describe_mismatch(want, got)})")
         resume, env_values = groups.get("resume"), meta.get("env_state")
         exact = (resume is not None and env_values is not None and self.sync and hasattr(self.env, "load_state_dict")
-                 and resume["trainer.starts"].shape == self._starts.shape)
+                 and self.collector.fits(resume, path))
         if exact:
-            state = tuple(resume[f"trainer.state.{i}"] for i in range(len(self._state)))
-            for saved, s in zip(state, self._state):
-                if saved.shape != tuple(s.shape):
-                    raise PufferError(f"checkpoint {path}: recurrent state {saved.shape} does not fit {tuple(s.shape)}")
             # Validates the whole env state before writing any of it.
             self.env.load_state_dict(checkpoint.join_state(
                 {k[4:]: v for k, v in resume.items() if k.startswith("env.")}, env_values))
-            self._obs, self._starts = resume["trainer.obs"], resume["trainer.starts"].copy()
-            self._inputs = {name: resume[f"trainer.input.{name}"].copy() for name in self.plan.inputs
-                            if f"trainer.input.{name}" in resume}
-            self._state = tuple(self.be.asarray(s) for s in state)
+            self.collector.load_resume_arrays(resume, path)
         self.resumed_exactly = exact
         self.load_numpy(groups["params"], groups["opt_state"])
-        if self.plan.extra_state is not None:
-            self.plan.extra_state[1](groups["algo_state"])
+        if self.algo_state:
+            self.algo_state = {k: np.asarray(groups["algo_state"][k]) for k in self.algo_state}
+            self._refresh_consts()
         if self.obs_norm is not None and "obs_norm" in groups:
             self.obs_norm.load_state_dict(groups["obs_norm"])
         self.global_step, self.updates = int(meta["global_step"]), int(meta["updates"])

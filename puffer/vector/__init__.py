@@ -115,15 +115,33 @@ def __getattr__(name: str) -> Any:
 
 def make(env: Any, num_envs: int = 1, backend: str = "serial", num_workers: int | None = None,
          batch_size: int | None = None, seed: int | None = None, check_finite: bool = True,
-         backend_options: dict[str, Any] | None = None, **env_kwargs: Any) -> VecEnv:
-    """Create a vectorized environment (see the module docstring for the full contract)."""
+         backend_options: dict[str, Any] | None = None, reward_model: str | None = None,
+         **env_kwargs: Any) -> VecEnv:
+    """Create a vectorized environment (see the module docstring for the full contract).
+
+    With `reward_model` (a directory written by `puffer preferences fit`), the env's rewards are that
+    model's (`puffer.vector.rewards.RewardModelEnv`); its episode statistics stay the env's own.
+    """
     if backend not in BACKENDS:
         raise PufferError(f"unknown vector backend {backend!r}; choose one of {sorted(BACKENDS)}")
     factory, probe = resolve(env, env_kwargs)
     try:
-        return BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
-                                 check_finite=check_finite, probe=probe, **(backend_options or {}))
+        env = BACKENDS[backend](factory, num_envs, num_workers=num_workers, batch_size=batch_size, seed=seed,
+                                check_finite=check_finite, probe=probe, **(backend_options or {}))
     except BaseException:
         if probe is not None:  # the backends may have closed it already; closing twice is harmless
             probe.close()
+        raise
+    return env if reward_model is None else with_reward_model(env, reward_model)
+
+
+def with_reward_model(env: Any, path: str) -> Any:
+    """`env` with its rewards replaced by the reward model saved in `path` (fitted for the env's spaces)."""
+    from puffer.preferences import load_reward_model
+    from puffer.vector.rewards import RewardModelEnv
+
+    try:
+        return RewardModelEnv(env, load_reward_model(path, env, getattr(env, "name", None)))
+    except BaseException:
+        env.close()
         raise
