@@ -22,9 +22,11 @@ import numpy as np
 
 from puffer import spaces
 from puffer.backends.base import Array, Backend, Params
+from puffer.errors import PufferError
 from puffer.nn import attention, embedding, layer_norm, linear
 from puffer.nn import init as _init
 from puffer.policies import ActionHead
+from puffer.policies.kinds import Kind
 
 KIND = "decision_transformer"
 
@@ -213,3 +215,29 @@ class ContextActor:
         """Decrement each row's return-to-go by its reward; restart rows whose episode ended."""
         if self.context is not None:
             self.context.observe(rewards, ended)
+
+
+def checkpoint_actor(groups: dict, meta: dict, be: Any, deterministic: bool, seed: int,
+                     target_return: float | None) -> ContextActor:
+    """The acting side of a Decision Transformer checkpoint, conditioned on `target_return` (default: the
+    one it was trained with)."""
+    from puffer import checkpoint
+
+    model = from_spec(spaces.from_json(meta["observation_space"]), spaces.from_json(meta["action_space"]),
+                      checkpoint.policy_spec(meta))
+    target = meta["config"].get("target_return", 0.0) if target_return is None else target_return
+    if not np.isfinite(target):
+        raise PufferError(f"the target return must be a finite number, got {target}")
+    actor = ContextActor(be, model, {k: be.asarray(v) for k, v in groups["params"].items()}, float(target),
+                         deterministic, seed)
+    actor.meta, actor.be = meta, be
+    return actor
+
+
+def _export(groups: dict, manifest: dict, to: Any, sample_graph: bool, opset: int | None) -> Any:
+    from puffer.export.sequence import export_sequence  # the context window is the model's input
+
+    return export_sequence(groups, manifest, to, sample_graph, opset)
+
+
+POLICY_KIND = Kind(KIND, from_spec, actor=checkpoint_actor, export=_export, conditioned=True)

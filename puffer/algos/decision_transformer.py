@@ -30,7 +30,7 @@ from puffer.algos.numerics import gradient_update, masked_mean
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.sequence import ContextActor, DecisionTransformer
-from puffer.train import Algorithm, Offline, Plan, RunConfig, RunContext, Trainer, register
+from puffer.train import Algorithm, Offline, Plan, RunConfig, RunContext, Trainer
 
 STAT_KEYS = ("loss", "action_error", "grad_norm")
 
@@ -218,10 +218,10 @@ def declare_bc(ctx: RunContext, cfg: BCConfig) -> Plan:
     return declare(ctx, cfg, returns=False)
 
 
-ALGORITHM = register(Algorithm("dt", "Decision Transformer: return-conditioned causal transformer trained offline "
-                               "from a Minari dataset", DTConfig, declare))
-BC_ALGORITHM = register(Algorithm("bc", "Behaviour cloning on the Decision Transformer's backbone, offline from a "
-                                  "Minari dataset", BCConfig, declare_bc))
+ALGORITHM = Algorithm("dt", "Decision Transformer: return-conditioned causal transformer trained offline "
+                               "from a Minari dataset", DTConfig, declare)
+BC_ALGORITHM = Algorithm("bc", "Behaviour cloning on the Decision Transformer's backbone, offline from a "
+                                  "Minari dataset", BCConfig, declare_bc)
 
 
 class DT(Trainer):

@@ -38,7 +38,7 @@ from puffer.algos.numerics import gradient_update, learning_rate, masked_mean
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, policy_spec
-from puffer.train import Algorithm, Episodes, Plan, RunConfig, RunContext, Trainer, UpdateInfo, register
+from puffer.train import Algorithm, Episodes, Plan, RunConfig, RunContext, Trainer, UpdateInfo
 
 STAT_KEYS = ("loss", "policy_loss", "entropy", "kl", "approx_kl", "clipfrac", "grad_norm")
 EPS = 1e-4  # TRL's epsilon in the std scaling
@@ -241,11 +241,10 @@ def declare(ctx: RunContext, cfg: GRPOConfig) -> Plan:
         actions, logp, _, state = act(be, policy, params, obs, state, starts, noise)
         return actions, (logp,), state
 
-    def ref_logp_fn(ref_params, obs, actions):
+    def ref_logp(ref_params, obs, actions):
+        # once per update on the whole batch: eager, the machinery compiles only the update
         dist, _, _ = policy.step(be, ref_params, obs, ())
         return policy.head.log_prob(be, dist, actions)
-
-    ref_logp = be.compile(ref_logp_fn)
 
     def before_update(state, info: UpdateInfo):
         """Every `ref_update_every` updates the reference policy becomes a copy of the current one."""
@@ -288,8 +287,8 @@ def declare(ctx: RunContext, cfg: GRPOConfig) -> Plan:
         before_update=before_update if kl else None, prepare=prepare, summarize=summarize)
 
 
-ALGORITHM = register(Algorithm("grpo", "Group Relative Policy Optimization: whole episodes in groups sharing a reset, "
-                               "no critic, asymmetric clip, k3 KL to a reference", GRPOConfig, declare))
+ALGORITHM = Algorithm("grpo", "Group Relative Policy Optimization: whole episodes in groups sharing a reset, "
+                               "no critic, asymmetric clip, k3 KL to a reference", GRPOConfig, declare)
 
 
 class GRPO(Trainer):

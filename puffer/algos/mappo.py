@@ -37,7 +37,7 @@ from puffer.algos.numerics import explained_variance, gradient_update, masked_me
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import CentralCriticPolicy, make_policy, policy_spec, reset_state
-from puffer.train import Algorithm, OnPolicy, Plan, RunContext, Trainer, register
+from puffer.train import Algorithm, OnPolicy, Plan, RunContext, Trainer
 
 STAT_KEYS = ppo.STAT_KEYS
 STATE = "global_state"
@@ -277,8 +277,8 @@ def declare(ctx: RunContext, cfg: MAPPOConfig) -> Plan:
         state=ValueNorm(cfg.value_norm_beta).state_dict(), consts=consts, prepare=prepare, summarize=summarize)
 
 
-ALGORITHM = register(Algorithm("mappo", "Multi-agent PPO: shared decentralized actors, a centralized critic on the "
-                               "global state, value normalization, Huber value loss", MAPPOConfig, declare))
+ALGORITHM = Algorithm("mappo", "Multi-agent PPO: shared decentralized actors, a centralized critic on the "
+                               "global state, value normalization, Huber value loss", MAPPOConfig, declare)
 
 
 class MAPPO(Trainer):

@@ -21,7 +21,7 @@ from puffer.algos.numerics import explained_variance, gradient_update, learning_
 from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, policy_spec
-from puffer.train import Algorithm, OnPolicy, Plan, Progress, RunConfig, RunContext, Trainer, hyper_arrays, register
+from puffer.train import Algorithm, OnPolicy, Plan, Progress, RunConfig, RunContext, Trainer, hyper_arrays
 
 HYPER_KEYS = ("lr", "clip_coef", "vf_clip", "vf_coef", "ent_coef", "max_grad_norm")
 STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
@@ -229,8 +229,8 @@ def declare(ctx: RunContext, cfg: PPOConfig, loss_fn: Callable | None = None,
         summarize=lambda buf, state: {"explained_variance": explained_variance(buf.values, buf.returns)})
 
 
-ALGORITHM = register(Algorithm("ppo", "Proximal Policy Optimization: clipped surrogate, GAE or live V-trace, MLP or "
-                               "LSTM", PPOConfig, declare))
+ALGORITHM = Algorithm("ppo", "Proximal Policy Optimization: clipped surrogate, GAE or live V-trace, MLP or "
+                               "LSTM", PPOConfig, declare)
 
 
 class PPO(Trainer):

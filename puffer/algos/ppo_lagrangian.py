@@ -35,7 +35,7 @@ from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.nn import linear, mlp
 from puffer.policies import act
-from puffer.train import Algorithm, Plan, RunContext, Trainer, UpdateInfo, register
+from puffer.train import Algorithm, Plan, RunContext, Trainer, UpdateInfo
 
 STAT_KEYS = (*ppo.STAT_KEYS, "cost_value_loss")
 COST_PREFIX = "cost_critic/"
@@ -278,8 +278,8 @@ def declare(ctx: RunContext, cfg: PPOLagrangianConfig) -> Plan:
         state=initial_state(cfg.lagrangian_init), before_update=before_update, summarize=summarize)
 
 
-ALGORITHM = register(Algorithm("ppo_lagrangian", "PPO under a per-episode cost limit: cost critic, cost GAE, "
-                               "gradient or PID Lagrange multiplier", PPOLagrangianConfig, declare))
+ALGORITHM = Algorithm("ppo_lagrangian", "PPO under a per-episode cost limit: cost critic, cost GAE, "
+                               "gradient or PID Lagrange multiplier", PPOLagrangianConfig, declare)
 
 
 class PPOLagrangian(Trainer):

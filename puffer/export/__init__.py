@@ -25,6 +25,7 @@ from puffer import checkpoint, spaces
 from puffer.deploy import FORMAT_VERSION, META
 from puffer.errors import ExportError
 from puffer.policies import LSTMPolicy, Policy, from_spec
+from puffer.policies import kind as policy_kind
 
 __all__ = ["export", "build_model", "state_names", "state_metadata"]
 
@@ -115,10 +116,9 @@ def export(run_or_checkpoint_path: str | Path, to: str | Path, sample_graph: boo
            opset: int | None = None) -> Path:
     """Export the policy of a run or checkpoint directory to the ONNX file `to` (opset 17 by default)."""
     groups, manifest = checkpoint.load(run_or_checkpoint_path)
-    if checkpoint.policy_spec(manifest).get("kind") == "decision_transformer":
-        from puffer.export.sequence import export_sequence  # the context window is the model's input
-
-        return export_sequence(groups, manifest, to, sample_graph, opset)
+    own = policy_kind(checkpoint.policy_spec(manifest)).export
+    if own is not None:  # e.g. a sequence model, whose context window is the model's input
+        return own(groups, manifest, to, sample_graph, opset)
     obs_space = spaces.from_json(manifest["observation_space"])
     act_space = spaces.from_json(manifest["action_space"])
     cfg = manifest["config"]

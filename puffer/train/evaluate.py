@@ -11,6 +11,7 @@ import puffer
 from puffer import checkpoint, spaces
 from puffer.errors import PufferError
 from puffer.policies import from_spec, reset_state, to_env_actions
+from puffer.policies import kind as policy_kind
 from puffer.train.buffers import RunningNorm
 
 
@@ -93,29 +94,21 @@ class CheckpointPolicy(PolicyActor):
 
 def load_actor(path: str | Path, backend: str | None = None, deterministic: bool = True, seed: int = 0,
                target_return: float | None = None) -> Any:
-    """The acting side of a checkpoint: a `CheckpointPolicy`, or for a sequence model (Decision Transformer) a
-    `puffer.sequence.ContextActor` conditioned on `target_return` (default: the one it was trained with)."""
-    from puffer import sequence
+    """The acting side of a checkpoint, by its policy's kind (`puffer.policies.kinds`): a `CheckpointPolicy`,
+    or the kind's own actor (a return-conditioned sequence model takes `target_return`)."""
     from puffer.hub import locate
 
     where = locate(path)
     manifest = checkpoint.read_manifest(where)
-    if checkpoint.policy_spec(manifest).get("kind") != sequence.KIND:
-        if target_return is not None:
-            raise PufferError(f"{path} is a {manifest.get('algo')} policy; --target-return needs a return-conditioned "
-                              "one (--algo dt)")
+    kind = policy_kind(checkpoint.policy_spec(manifest))
+    if target_return is not None and not kind.conditioned:
+        raise PufferError(f"{path} is a {manifest.get('algo')} policy; --target-return needs a return-conditioned "
+                          "one (--algo dt)")
+    if kind.actor is None:
         return CheckpointPolicy(path, backend=backend, deterministic=deterministic, seed=seed)
     groups, meta = checkpoint.load(where)
-    be = puffer.backend(backend or meta.get("backend"))
-    model = sequence.from_spec(spaces.from_json(meta["observation_space"]), spaces.from_json(meta["action_space"]),
-                               checkpoint.policy_spec(meta))
-    target = meta["config"].get("target_return", 0.0) if target_return is None else target_return
-    if not np.isfinite(target):
-        raise PufferError(f"the target return must be a finite number, got {target}")
-    actor = sequence.ContextActor(be, model, {k: be.asarray(v) for k, v in groups["params"].items()}, float(target),
-                                  deterministic, seed)
-    actor.meta, actor.be = meta, be
-    return actor
+    return kind.actor(groups, meta, puffer.backend(backend or meta.get("backend")), deterministic, seed,
+                      target_return)
 
 
 def run_episodes(env: Any, actor: Any, episodes: int, seed: int = 0, max_steps: int = 1_000_000,

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from puffer.train.buffers import Layout, pack
+from puffer.train.collector import Collector
 from puffer.train.plan import Offline, Progress
 
 
-class OfflineCollector:
+class OfflineCollector(Collector):
     """Minibatches from a dataset, the gradient steps that consume them, and the evaluation runs."""
 
     def __init__(self, run: Any, source: Offline):
@@ -56,8 +57,9 @@ class OfflineCollector:
         for i in range(steps):
             if i:
                 hyper = run.hyper_at(Progress(run.global_step + i, run.budget))
-            run.params, run.opt_state, acc = run.step(run.params, run.opt_state, acc, be.asarray(self._minibatch()),
-                                                      self._nexts, (), run.consts, hyper)
+            run.params, run.opt_state, stats = run.step(run.params, run.opt_state, be.asarray(self._minibatch()),
+                                                        self._nexts, (), run.consts, hyper)
+            acc = run.accumulate(acc, stats)
         run.global_step += steps
         return dict(zip(keys, (float(x) for x in be.to_numpy(acc) / steps)))
 
@@ -69,18 +71,3 @@ class OfflineCollector:
             seed = int(run.rng.integers(2**31))
             run.record_episodes(run.evaluation_episodes(src.eval_episodes, seed))
         return {}
-
-    def resume_arrays(self) -> dict[str, np.ndarray]:
-        """Nothing: the dataset holds no position."""
-        return {}
-
-    def fits(self, resume: dict[str, np.ndarray], path: Any) -> bool:
-        """Always."""
-        return True
-
-    def load_resume_arrays(self, resume: dict[str, np.ndarray], path: Any) -> None:
-        """Nothing to load."""
-
-    def started(self) -> bool:
-        """Never: an offline run has no env state to save."""
-        return False

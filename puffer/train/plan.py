@@ -13,7 +13,8 @@ its own host state (`state`, checkpointed). The data source says where batches c
 - `OnPolicy`: rollouts of `rollout_len` steps of every row, with recorded act outputs, env
   channels, truncation bootstraps and shuffled minibatches (PPO and its relatives);
 - `Episodes`: one whole episode per row, rows in groups sharing a reset (GRPO);
-- `Offline`: minibatches drawn from a dataset on the host; the env only evaluates (DT, BC).
+- `Offline`: minibatches drawn from a dataset on the host; the env only evaluates (DT, BC);
+- `Replay`: acting into a sequence replay, updates on replayed sequences at a train ratio (Dreamer).
 
 Each has one collector (`puffer.train.collectors`); the trainer's loop calls `collect()`, the
 algorithm's host hooks, then the compiled update, whatever the source.
@@ -166,7 +167,31 @@ class Offline:
     eval_episodes: int = 10
 
 
-DataSource = OnPolicy | Episodes | Offline
+@dataclass(frozen=True, kw_only=True)
+class Replay:
+    """Experience kept per row in a sequence replay; updates on replayed sequences at `train_ratio`.
+
+    The acting policy steps the env `collect_steps` times per collection with
+    `act(be, params, consts, obs, state, starts, noise, inputs) -> (actions, (), state)`, its noise
+    `act_noise(rng, rows)`; every step stores `obs`, `prev_actions` (the policy-format action that
+    led to it), `rewards`, `is_first` and `is_terminal`. Each update samples `batch_size`
+    sequences of `seq_len` steps `[T, B]` and the host noise `noise(rng, (T, B))` (named
+    `[T, B, width]` arrays) for the update (see `puffer.train.replay_collector`).
+    """
+
+    act: Callable
+    act_noise: Callable[[np.random.Generator, int], np.ndarray]
+    batch_size: int
+    seq_len: int
+    train_ratio: float
+    """Replayed steps per env step."""
+    capacity: int
+    """Steps the replay keeps, over all rows."""
+    collect_steps: int = 1
+    noise: Callable[[np.random.Generator, tuple[int, ...]], dict[str, np.ndarray]] | None = None
+
+
+DataSource = OnPolicy | Episodes | Offline | Replay
 
 
 @dataclass(frozen=True, kw_only=True)

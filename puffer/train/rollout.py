@@ -18,6 +18,7 @@ import numpy as np
 from puffer.errors import PufferError
 from puffer.policies import to_env_actions
 from puffer.train.buffers import Layout, RolloutBuffer, pack, unpack
+from puffer.train.collector import Collector
 from puffer.train.plan import Acting, OnPolicy
 
 # above this many bytes of rollout, updates go minibatch by minibatch instead of as one program
@@ -31,7 +32,7 @@ def divisors_hint(total: int, wanted: int) -> str:
     return ", ".join(str(d) for d in sorted(near[:4]))
 
 
-def whole_update(be: Any, step: Any) -> Any:
+def whole_update(be: Any, step: Any, stat_keys: tuple[str, ...]) -> Any:
     """Every epoch and minibatch of an update as one function: `step` scanned over host-drawn shuffles.
 
     `order` `[epochs * minibatches, per_minibatch]` holds the segment indices of each minibatch;
@@ -41,16 +42,18 @@ def whole_update(be: Any, step: Any) -> Any:
 
     def update(params, opt_state, acc, packed, nexts, states, consts, order, hyper):
         def one_minibatch(carry, idx):
+            params, opt_state, acc = carry
             mb = xp.take(packed, idx, axis=0)
             state = tuple(xp.take(s, idx, axis=0) for s in states)
-            return step(*carry, mb, xp.take(nexts, idx, axis=0), state, consts, hyper), None
+            params, opt_state, stats = step(params, opt_state, mb, xp.take(nexts, idx, axis=0), state, consts, hyper)
+            return (params, opt_state, acc + xp.stack([stats[k] for k in stat_keys])), None
 
         return be.scan(one_minibatch, (params, opt_state, acc), order)[0]
 
     return update
 
 
-class ActingCollector:
+class ActingCollector(Collector):
     """What collecting with the acting policy needs: packed inputs, compiled act, the buffer, minibatch updates."""
 
     def __init__(self, run: Any, source: Acting, rollout_len: int, bootstrap: dict[str, tuple[str, float]],
@@ -288,24 +291,15 @@ class ActingCollector:
                 idx = order[i * per_mb:(i + 1) * per_mb]
                 pack(self.layout, {k: seqs[k][idx] for k in self.layout.slices}, self._mb)
                 state = tuple(be.asarray(s[idx]) for s in states)
-                run.params, run.opt_state, acc = run.step(run.params, run.opt_state, acc, be.asarray(self._mb),
-                                                          be.asarray(nexts[idx]), state, run.consts, hyper)
+                run.params, run.opt_state, stats = run.step(run.params, run.opt_state, be.asarray(self._mb),
+                                                            be.asarray(nexts[idx]), state, run.consts, hyper)
+                acc = run.accumulate(acc, stats)
                 count += 1
             if src.early_stop is not None:
                 means = be.to_numpy(acc) / count
                 if src.early_stop(dict(zip(keys, (float(x) for x in means)))):
                     break
         return dict(zip(keys, (float(x) for x in be.to_numpy(acc) / max(count, 1))))
-
-    def start(self) -> None:
-        """A `train` call begins (nothing to prepare: rollouts continue where the last one stopped)."""
-
-    def after_update(self) -> dict[str, float]:
-        """Nothing to do after an update of an acting source (its episodes come from training itself)."""
-        return {}
-
-    return_window = 20
-    """Finished episodes the progress line's mean return (and `stop_at_return`) average over."""
 
     # ---- resume -----------------------------------------------------------------------------
     def resume_arrays(self) -> dict[str, np.ndarray]:

@@ -22,14 +22,16 @@ from puffer.errors import PufferError
 from puffer.train.buffers import RunningNorm, episode_stats, unpack
 from puffer.train.episodes import EpisodeCollector
 from puffer.train.offline import OfflineCollector
-from puffer.train.plan import Algorithm, Episodes, Offline, OnPolicy, Plan, Progress, RunContext, UpdateInfo
+from puffer.train.plan import Algorithm, Episodes, Offline, OnPolicy, Plan, Progress, Replay, RunContext, UpdateInfo
+from puffer.train.replay_collector import ReplayCollector
 from puffer.train.rollout import RolloutCollector, whole_update
 from puffer.tree import tree_map
 
 # the statistics every algorithm's progress line and logs start with
 LEADING = ("global_step", "sps", "episode_return", "episode_length")
 # the collector of each data source (a new source is one entry here, never an `if` in the loop)
-COLLECTORS: dict[type, type] = {OnPolicy: RolloutCollector, Episodes: EpisodeCollector, Offline: OfflineCollector}
+COLLECTORS: dict[type, type] = {OnPolicy: RolloutCollector, Episodes: EpisodeCollector, Offline: OfflineCollector,
+                                 Replay: ReplayCollector}
 
 
 def hyper_arrays(be: Any, values: dict[str, float]) -> dict[str, Any]:
@@ -39,20 +41,22 @@ def hyper_arrays(be: Any, values: dict[str, float]) -> dict[str, Any]:
 
 def minibatch_step(be: Any, update: Callable, layout: Any, stat_keys: tuple[str, ...],
                    bootstrapped: tuple[str, ...]) -> Callable:
-    """An algorithm's pure `update` as the machinery calls it: packed minibatch in, summed statistics out.
+    """An algorithm's pure `update` as the machinery calls it: a packed minibatch in, its statistics out.
 
-    `step(params, opt_state, acc, packed, nexts, state, consts, hyper)`: `packed` is unpacked by
-    `layout`, `nexts[:, i]` becomes `mb["next_<bootstrapped[i]>"]` and `state` `mb["state"]`.
+    `step(params, opt_state, packed, nexts, state, consts, hyper) -> (params, opt_state, stats)`:
+    `stats` holds the `stat_keys` (summed by `Trainer.accumulate` outside the compiled call: tinygrad
+    0.14's codegen fails on Dreamer's update when its statistics are stacked inside). `packed` is unpacked by
+    `layout` (a collector without a layout sends a dict of named arrays), `nexts[:, i]` becomes
+    `mb["next_<bootstrapped[i]>"]` and `state` `mb["state"]`.
     """
-    xp = be.xp
 
-    def step(params, opt_state, acc, packed, nexts, state, consts, hyper):
-        mb = unpack(be, layout, packed)
+    def step(params, opt_state, packed, nexts, state, consts, hyper):
+        mb = unpack(be, layout, packed) if layout is not None else dict(packed)
         for i, name in enumerate(bootstrapped):
             mb[f"next_{name}"] = nexts[:, i]
         mb["state"] = state
         params, opt_state, stats = update(params, opt_state, mb, consts, hyper)
-        return params, opt_state, acc + xp.stack([stats[k] for k in stat_keys])
+        return params, opt_state, {k: stats[k] for k in stat_keys}
 
     return step
 
@@ -146,8 +150,8 @@ class Trainer:
             self.collector = collector(self, plan.data)
             step = minibatch_step(self.be, plan.update, self.collector.layout, plan.stat_keys,
                                   getattr(self.collector, "bootstrapped", ()))
-            self.step = self.be.compile(step, donate=(0, 1, 2))
-            self.whole_step = self.be.compile(whole_update(self.be, step), donate=(0, 1, 2))
+            self.step = self.be.compile(step, donate=(0, 1))
+            self.whole_step = self.be.compile(whole_update(self.be, step, plan.stat_keys), donate=(0, 1, 2))
         except BaseException:
             self.env.close()
             raise
@@ -208,6 +212,10 @@ class Trainer:
         if self.plan.prepare is not None:
             self.algo_state = self.plan.prepare(self.batch, self.algo_state)
             self._refresh_consts()
+
+    def accumulate(self, acc: Any, stats: dict[str, Any]) -> Any:
+        """`acc` plus one step's statistics, in `stat_keys` order (a backend vector)."""
+        return acc + self.be.xp.stack([stats[k] for k in self.plan.stat_keys])
 
     def hyper_at(self, progress: Progress) -> dict[str, Any]:
         """The per-update values at `progress` as 0-d backend arrays."""
@@ -344,6 +352,9 @@ class Trainer:
         groups = {"params": self.numpy_params(), "opt_state": self.numpy_opt_state()}
         if self.algo_state:
             groups["algo_state"] = {k: np.array(v, copy=True) for k, v in self.algo_state.items()}
+        collected = self.collector.state_arrays()
+        if collected:  # e.g. a replay's contents: saved whether or not the env's state can be
+            groups["collector"] = collected
         if self.obs_norm is not None:
             groups["obs_norm"] = self.obs_norm.state_dict()
         env_state = self._env_state()
@@ -392,6 +403,8 @@ class Trainer:
                 {k[4:]: v for k, v in resume.items() if k.startswith("env.")}, env_values))
             self.collector.load_resume_arrays(resume, path)
         self.resumed_exactly = exact
+        if "collector" in groups:
+            self.collector.load_state_arrays(groups["collector"])
         self.load_numpy(groups["params"], groups["opt_state"])
         if self.algo_state:
             self.algo_state = {k: np.asarray(groups["algo_state"][k]) for k in self.algo_state}
