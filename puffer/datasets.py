@@ -385,7 +385,9 @@ def cmd_collect(args: Any) -> int:
         env.close()
         policy = random_policy(space, np.random.Generator(np.random.PCG64(args.seed + 1)))
     else:
-        onnx = puffer.backend("onnxruntime").load_policy(args.policy, deterministic=not args.sample, seed=args.seed)
+        from puffer.deploy import Policy
+
+        onnx = Policy.load(args.policy, deterministic=not args.sample, seed=args.seed)
         policy, algorithm = onnx.act, f"onnx policy {args.policy}"
         observe = getattr(onnx, "observe", None)
     ds = collect(args.env, policy, args.episodes, args.epsilon, args.seed, args.num_envs, args.env_kwargs,

@@ -44,6 +44,7 @@ from puffer.nn.rssm import (
     posterior,
     symexp,
     symlog,
+    transition,
     unimix_logits,
 )
 from puffer.policies import ActionHead, reset_state
@@ -531,7 +532,7 @@ def make_act(spec: Spec) -> Any:
     def act_fn(be, params, consts, obs, state, starts, noise, inputs):
         xp = be.xp
         h, z, prev = reset_state(be, state, starts)
-        h, _ = img_step(be, spec, params, h, z, prev)
+        h = transition(be, params, h, z, prev)
         post = posterior(be, spec, params, h, embed(be, params, obs))
         lat = xp.reshape(noise[:, :spec.latent], (noise.shape[0], spec.stoch, spec.classes))
         z = flat(be, sample_onehot(be, post, lat))

@@ -39,6 +39,7 @@ from puffer.backends.base import Array, Backend, Params
 from puffer.errors import PufferError
 from puffer.policies import act, make_policy, policy_spec
 from puffer.train import Algorithm, Episodes, Plan, RunConfig, RunContext, Trainer, UpdateInfo
+from puffer.vector.base import divisors
 
 STAT_KEYS = ("loss", "policy_loss", "entropy", "kl", "approx_kl", "clipfrac", "grad_norm")
 EPS = 1e-4  # TRL's epsilon in the std scaling
@@ -98,7 +99,7 @@ class GRPOConfig(RunConfig):
         """Raise PufferError naming the first field whose value cannot work."""
         super().validate()
         if self.group_size < 2 or self.num_envs % self.group_size:
-            ok = [d for d in range(2, self.num_envs + 1) if self.num_envs % d == 0]
+            ok = [d for d in divisors(self.num_envs) if d >= 2]
             raise PufferError(f"config group_size={self.group_size} must be at least 2 and divide num_envs="
                               f"{self.num_envs}; values that work: {', '.join(map(str, ok)) or 'none (num_envs < 2)'}")
         if self.max_episode_len is not None and self.max_episode_len < 1:
@@ -229,7 +230,7 @@ def declare(ctx: RunContext, cfg: GRPOConfig) -> Plan:
                           "(GRPO keeps episodes up to N steps)")
     total = ctx.rows * T
     if total % cfg.num_minibatches:
-        ok = [d for d in range(1, min(total, 64) + 1) if total % d == 0]
+        ok = [d for d in divisors(total) if d <= 64]
         raise PufferError(f"num_minibatches={cfg.num_minibatches} must divide num_envs * agents * max_episode_len "
                           f"= {total}; values that work: {', '.join(map(str, ok))}")
     kl = cfg.kl_coef > 0

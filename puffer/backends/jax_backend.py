@@ -20,20 +20,24 @@ import numpy as np
 from puffer.backends.base import Array, Backend, check_grad_inputs, check_scalar_loss
 from puffer.errors import GradientError
 
-jax.config.update("jax_enable_x64", True)
 
+def apply_process_settings() -> None:
+    """The process-wide JAX settings puffer applies when a jax backend is constructed (never at import).
 
-def _enable_compilation_cache() -> None:
+    - float64 arrays (`jax_enable_x64`): the conformance suite's float64 references and gradients need
+      them; `PUFFER_JAX_X64=0` leaves JAX's default (float32 only) alone;
+    - the persistent compilation cache in `~/.cache/puffer/jax` (puffer's programs compile in well
+      under JAX's 1 s default threshold, yet add up at start-up): `PUFFER_JAX_CACHE=DIR` moves it,
+      `PUFFER_JAX_CACHE=` (empty) turns it off, and a cache the user configured is kept.
+    """
+    if os.environ.get("PUFFER_JAX_X64", "1") != "0":
+        jax.config.update("jax_enable_x64", True)
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
         return
     path = os.environ.get("PUFFER_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "puffer", "jax"))
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
-        # puffer's programs compile in well under JAX's default 1 s threshold, yet add up at start-up
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-_enable_compilation_cache()
 
 
 class JaxBackend(Backend):
@@ -47,6 +51,7 @@ class JaxBackend(Backend):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
+        apply_process_settings()
         platform = {"cuda": "gpu"}.get(device.split(":")[0], device.split(":")[0])
         index = int(device.split(":")[1]) if ":" in device else 0
         self._device = jax.devices(platform)[index]

@@ -3,13 +3,12 @@
 Eager operations run on numpy (the reference namespace); `compile(f)` traces `f` through the
 recording `onnx` backend once per input signature and runs the graph with onnxruntime, so any
 forward-only code written against `be` (e.g. `CheckpointPolicy`'s step) runs on onnxruntime.
-`load_policy(path)` opens an exported `.onnx` policy with `puffer.deploy`.
+Exported `.onnx` policies open with `puffer.deploy.Policy.load` (the layer above the backends).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import array_api_compat.numpy as numpy_xp
@@ -52,12 +51,6 @@ class OnnxruntimeBackend(NumpyBackend):
     relu = _eager_or_traced("relu")
     erf = _eager_or_traced("erf")
     del _eager_or_traced
-
-    def load_policy(self, path: str | Path, **kwargs: Any) -> Any:
-        """An exported policy as a `puffer.deploy.Policy` (kwargs as `Policy.load`)."""
-        from puffer.deploy import Policy
-
-        return Policy.load(path, **kwargs)
 
     def compile(self, f: Callable, donate: Sequence[int] = ()) -> Callable:
         """`f` traced to ONNX per input signature (shapes and dtypes) and run by onnxruntime."""

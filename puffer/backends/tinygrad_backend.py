@@ -84,6 +84,7 @@ class TinygradBackend(Backend):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
+        tinygrad_xp.install_array_protocol()
         self._device = tinygrad_xp._device(device.upper())
 
     def _is_native_dtype(self, dtype: Any) -> bool:

@@ -14,8 +14,9 @@ Measured against the standard's own suite (data-apis/array-api-tests; BENCHMARKS
 results differ from IEEE or the standard (NaN in comparisons, max/min and isnan; signed zeros; pow's
 special cases; NaN/empty reductions) the functions here correct them, and the array-object members the
 standard needs (`bool(x)`, boolean masks, `**`, `<=`, DLPack) are set on tinygrad.Tensor in one place,
-`_install_array_protocol`. Data-dependent shapes (masks, nonzero, unique_*) are computed on the host and
-refused inside `be.compile`, as are Python values of arrays (CompileError).
+`install_array_protocol` (called when a tinygrad backend is constructed). Data-dependent shapes (masks,
+nonzero, unique_*) are computed on the host and refused inside `be.compile`, as are Python values of
+arrays (CompileError).
 """
 
 from __future__ import annotations
@@ -1403,11 +1404,14 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: _pybool | None = None) -
     return from_numpy(np.from_dlpack(x), device=device)
 
 
-def _install_array_protocol() -> None:
+def install_array_protocol() -> None:
     """Give tinygrad.Tensor the array-object members the standard asks and tinygrad lacks or refuses.
 
     Arrays are plain Tensors (every tinygrad op returns a plain Tensor, so a subclass would not survive one
-    operation); these members are therefore set on tinygrad.Tensor, here and nowhere else. Missing members
+    operation); these members are therefore set on tinygrad.Tensor, here and nowhere else, when a
+    tinygrad backend is constructed (never at import; idempotent). The patch is process-wide: a program
+    that uses tinygrad itself and wants its own Tensor semantics should not construct puffer's tinygrad
+    backend (torch or jax train the same algorithms). Missing members
     are added (`x.mT`, `abs(x)`, `+x`, `x.__array_namespace__()`); tinygrad's own `__bool__` (which always
     raises) is replaced so that eager code such as `if xp.any(mask):` works on a one-element array, as on
     torch, JAX and numpy; inside `compile` bool()/int()/float() raise CompileError instead.
@@ -1445,5 +1449,3 @@ def _install_array_protocol() -> None:
     for name, member in replaced.items():
         setattr(Tensor, name, member)
 
-
-_install_array_protocol()

@@ -24,6 +24,7 @@ import puffer
 from puffer import checkpoint, spaces
 from puffer.deploy import FORMAT_VERSION, META
 from puffer.errors import ExportError
+from puffer.normalize import RunningNorm
 from puffer.policies import LSTMPolicy, Policy, from_spec
 from puffer.policies import kind as policy_kind
 
@@ -47,8 +48,6 @@ def state_metadata(policy: Policy) -> str:
 
 def _norm_constants(obs_norm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     # exactly the float32 constants RunningNorm applies on the host during training
-    from puffer.train.buffers import RunningNorm
-
     mean = np.asarray(obs_norm["mean"], np.float64)
     norm = RunningNorm(len(mean))
     norm.load_state_dict(obs_norm)

@@ -149,11 +149,15 @@ def _latent_logp(be: Backend, spec: Spec, logits: Array) -> Array:
     return unimix_logits(be, be.xp.reshape(logits, shape))
 
 
+def transition(be: Backend, params: Params, h: Array, z: Array, action: Array) -> Array:
+    """The deterministic state after (h, flat z, action)."""
+    x = be.xp.tanh(linear.apply(be, params, be.xp.concat([z, action], axis=-1), prefix="wm/img_in/"))
+    return gru.cell(be, params, x, h, prefix="wm/gru/")
+
+
 def img_step(be: Backend, spec: Spec, params: Params, h: Array, z: Array, action: Array) -> tuple[Array, Array]:
     """Deterministic transition: (h, flat z, action) -> (new h, prior log-probs [B, S, K])."""
-    xp = be.xp
-    x = xp.tanh(linear.apply(be, params, xp.concat([z, action], axis=-1), prefix="wm/img_in/"))
-    h = gru.cell(be, params, x, h, prefix="wm/gru/")
+    h = transition(be, params, h, z, action)
     return h, _latent_logp(be, spec, net(be, params, h, "wm/prior/"))
 
 

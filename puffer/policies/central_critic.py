@@ -10,7 +10,7 @@ import numpy as np
 
 from puffer.backends.base import Array, Backend, Params
 from puffer.nn import linear, lstm, mlp
-from puffer.policies.core import ActionHead, Dist, finish_init, make_policy
+from puffer.policies.core import ActionHead, Dist, finish_init, make_policy, sizes_spec
 from puffer.policies.kinds import Kind
 
 
@@ -43,8 +43,7 @@ class CentralCriticPolicy:
 
     def spec(self) -> dict[str, Any]:
         """The actor's spec plus the critic's `central_critic` sizes."""
-        return {"kind": self.kind, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "activation": self.activation, "central_critic": {"agents": self.agents, "state_dim": self.state_dim}}
+        return {**sizes_spec(self.kind, self), "central_critic": {"agents": self.agents, "state_dim": self.state_dim}}
 
     def init(self, be: Backend | None, seed: int) -> Params:
         """Initial parameters (identical on every backend for the same seed)."""

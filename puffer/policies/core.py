@@ -155,6 +155,12 @@ class ActionHead:
         return out
 
 
+def sizes_spec(kind: str, policy: Any) -> dict[str, Any]:
+    """A policy spec of `kind` with the policy's hidden size, layer count and activation."""
+    return {"kind": kind, "hidden_size": policy.hidden_size, "num_layers": policy.num_layers,
+            "activation": policy.activation}
+
+
 def finish_init(be: Backend | None, head: ActionHead, params: dict[str, np.ndarray]) -> Params:
     """Add the Gaussian head's state-independent log-std (starting at std 1) and move to `be`."""
     if head.gaussian is not None:
@@ -175,8 +181,7 @@ class MLPPolicy:
 
     def spec(self) -> dict[str, Any]:
         """The JSON description checkpoints and exports keep (`puffer.policies.from_spec` rebuilds it)."""
-        return {"kind": "mlp", "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "activation": self.activation}
+        return sizes_spec("mlp", self)
 
     def init(self, be: Backend | None, seed: int) -> Params:
         """Initial parameters (identical on every backend for the same seed)."""
@@ -215,8 +220,7 @@ class LSTMPolicy:
 
     def spec(self) -> dict[str, Any]:
         """The JSON description checkpoints and exports keep (`puffer.policies.from_spec` rebuilds it)."""
-        return {"kind": "lstm", "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "activation": self.activation}
+        return sizes_spec("lstm", self)
 
     def init(self, be: Backend | None, seed: int) -> Params:
         """Initial parameters (identical on every backend for the same seed)."""

@@ -59,7 +59,7 @@ class DreamerPolicy:
         """One filtering step on `obs` [B, D] from `state`: (actor distribution, zero value [B], new state)."""
         xp, m = be.xp, self.model
         h, z, prev = state
-        h, _ = rssm.img_step(be, m, params, h, z, prev)
+        h = rssm.transition(be, params, h, z, prev)
         post = rssm.posterior(be, m, params, h, rssm.embed(be, params, obs))
         z = rssm.flat(be, xp.astype(post >= xp.max(post, axis=-1, keepdims=True), post.dtype))
         first, std = rssm.actor_dist(be, m, params, xp.concat([h, z], axis=-1))

@@ -7,7 +7,8 @@ each module of `puffer.algos` is one algorithm's config, pure loss and update fu
 `OnPolicy`, `Episodes`, `Offline` or `Replay`), registered by name.
 """
 
-from puffer.train.buffers import Layout, RolloutBuffer, RunningNorm, episode_stats, pack, unpack
+from puffer.normalize import RunningNorm
+from puffer.train.buffers import Layout, RolloutBuffer, episode_stats, pack, unpack
 from puffer.train.config import RunConfig, add_config_arguments, config_from_args, field_docs
 from puffer.train.evaluate import CheckpointPolicy, PolicyActor, run_episodes
 from puffer.train.plan import Algorithm, Episodes, Offline, OnPolicy, Plan, Progress, Replay, RunContext, UpdateInfo

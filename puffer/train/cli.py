@@ -268,8 +268,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if (args.backend or "onnxruntime") != "onnxruntime":
             raise PufferError(f"an exported policy ({args.policy}) runs on the onnxruntime backend, not "
                               f"{args.backend!r}; evaluate the run directory with --checkpoint to use {args.backend}")
+        from puffer.deploy import Policy
+
         be = puffer.backend("onnxruntime")
-        actor = be.load_policy(args.policy, deterministic=not args.sample, seed=args.seed)
+        actor = Policy.load(args.policy, deterministic=not args.sample, seed=args.seed)
         if args.target_return is not None:
             if not hasattr(actor, "set_target"):
                 raise PufferError(f"{args.policy} is not return-conditioned; --target-return needs an exported DT")

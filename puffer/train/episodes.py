@@ -25,6 +25,7 @@ import numpy as np
 from puffer.errors import PufferError
 from puffer.train.plan import Episodes
 from puffer.train.rollout import ActingCollector
+from puffer.vector.base import divisors
 
 
 def check_groups(env: Any, env_name: str, group_size: int, sync: bool, seed: int) -> int:
@@ -33,7 +34,7 @@ def check_groups(env: Any, env_name: str, group_size: int, sync: bool, seed: int
     It resets the env and tries one grouped reset, so an env that cannot is an error before training.
     """
     num_envs = int(env.num_envs)
-    ok = [d for d in range(2, num_envs + 1) if num_envs % d == 0]
+    ok = [d for d in divisors(num_envs) if d >= 2]
     if group_size < 2 or num_envs % group_size:
         raise PufferError(f"group_size={group_size} must be at least 2 and divide num_envs={num_envs}; values that "
                           f"work: {', '.join(map(str, ok)) or 'none (use num_envs >= 2)'}")

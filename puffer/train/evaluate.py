@@ -10,9 +10,9 @@ import numpy as np
 import puffer
 from puffer import checkpoint, spaces
 from puffer.errors import PufferError
+from puffer.normalize import RunningNorm
 from puffer.policies import from_spec, reset_state, to_env_actions
 from puffer.policies import kind as policy_kind
-from puffer.train.buffers import RunningNorm
 
 
 class Actor(Protocol):

@@ -20,16 +20,10 @@ from puffer.policies import to_env_actions
 from puffer.train.buffers import Layout, RolloutBuffer, pack, unpack
 from puffer.train.collector import Collector
 from puffer.train.plan import Acting, OnPolicy
+from puffer.vector.base import divisors_hint
 
 # above this many bytes of rollout, updates go minibatch by minibatch instead of as one program
 WHOLE_UPDATE_BYTES = 1 << 30
-
-
-def divisors_hint(total: int, wanted: int) -> str:
-    """The few divisors of `total` nearest to `wanted`, for error messages."""
-    near = [d for d in range(1, total + 1) if total % d == 0]
-    near.sort(key=lambda d: abs(d - wanted))
-    return ", ".join(str(d) for d in sorted(near[:4]))
 
 
 def whole_update(be: Any, step: Any, stat_keys: tuple[str, ...]) -> Any:

@@ -19,7 +19,8 @@ import numpy as np
 import puffer
 from puffer import checkpoint
 from puffer.errors import PufferError
-from puffer.train.buffers import RunningNorm, episode_stats, unpack
+from puffer.normalize import RunningNorm
+from puffer.train.buffers import episode_stats, unpack
 from puffer.train.episodes import EpisodeCollector
 from puffer.train.offline import OfflineCollector
 from puffer.train.plan import Algorithm, Episodes, Offline, OnPolicy, Plan, Progress, Replay, RunContext, UpdateInfo
@@ -139,10 +140,11 @@ class Trainer:
             if not isinstance(plan, Plan):
                 raise PufferError(f"{algorithm.name}: declare() must return a puffer.train.Plan, got "
                                   f"{type(plan).__name__}")
-            collector = COLLECTORS.get(type(plan.data))
+            # a source from outside puffer names its own collector class (`puffer.train.collector.Collector`)
+            collector = COLLECTORS.get(type(plan.data)) or getattr(type(plan.data), "collector", None)
             if collector is None:
                 raise PufferError(f"{algorithm.name}: data source {type(plan.data).__name__} is not one this puffer "
-                                  f"runs ({', '.join(c.__name__ for c in COLLECTORS)})")
+                                  f"runs ({', '.join(c.__name__ for c in COLLECTORS)}) and names no `collector` class")
             self.plan = plan
             self.params, self.opt_state = plan.params, plan.opt_state
             self.algo_state = {k: np.asarray(v) for k, v in plan.state.items()}

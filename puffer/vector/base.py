@@ -243,6 +243,12 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def divisors_hint(total: int, wanted: int) -> str:
+    """The few divisors of `total` nearest to `wanted`, for error messages."""
+    near = sorted(divisors(total), key=lambda d: abs(d - wanted))
+    return ", ".join(str(d) for d in sorted(near[:4]))
+
+
 def check_num_envs(num_envs: Any) -> int:
     """num_envs as an int, or a PufferError."""
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
