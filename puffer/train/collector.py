@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
 
 
-class Collector:
+class Collector(abc.ABC):
     """The protocol of a collector: `collect()` a batch, `update(hyper)` on it, plus checkpoint hooks.
 
     A collector is made by the trainer as `Collector(run, source)`; it reads the run's backend,
-    env, policy, params and rng, and advances `run.global_step` (env or gradient steps).
+    env, policy, params and rng, and advances `run.global_step` (env or gradient steps). The trainer
+    compiles the algorithm's update for its `layout` (None: minibatches go as dicts of named arrays)
+    and `bootstrapped` value outputs.
     """
+
+    layout: Any = None
+    """`puffer.train.buffers.Layout` of the packed minibatches the collector sends, or None."""
+    bootstrapped: tuple[str, ...] = ()
+    """Value outputs whose next values reach the update as `mb["next_<name>"]`."""
 
     return_window = 20
     """Finished episodes the progress line's mean return (and `stop_at_return`) average over."""
@@ -22,13 +30,13 @@ class Collector:
     def start(self) -> None:
         """A `train` call begins."""
 
+    @abc.abstractmethod
     def collect(self) -> Any:
         """One collection; returns the batch the algorithm's hooks see."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update(self, hyper: dict[str, Any]) -> dict[str, float]:
         """The compiled update over the collected batch; returns mean statistics."""
-        raise NotImplementedError
 
     def after_update(self) -> dict[str, float]:
         """Work after an update (e.g. evaluation episodes); returns statistics."""

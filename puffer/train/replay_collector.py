@@ -31,9 +31,8 @@ class ReplayCollector(Collector):
                                       "rewards": ((), np.float32), "is_first": ((), np.float32),
                                       "is_terminal": ((), np.float32)},
                                      self.rows, max(source.capacity // self.rows, source.seq_len))
-        # the replayed fields go as named arrays, not one packed array: an update costs far more than its
-        # eight transfers, and whole fields keep the world-model graph plain for tinygrad's codegen
-        self.layout = None
+        # the replayed fields go as named arrays (`layout` None), not one packed array: an update costs far
+        # more than its eight transfers, and whole fields keep the world-model graph plain for tinygrad
         be, act = self.be, source.act
 
         def act_fn(params, consts, obs, starts, noise, state):

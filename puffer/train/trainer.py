@@ -151,7 +151,7 @@ class Trainer:
             self._refresh_consts()
             self.collector = collector(self, plan.data)
             step = minibatch_step(self.be, plan.update, self.collector.layout, plan.stat_keys,
-                                  getattr(self.collector, "bootstrapped", ()))
+                                  self.collector.bootstrapped)
             self.step = self.be.compile(step, donate=(0, 1))
             self.whole_step = self.be.compile(whole_update(self.be, step, plan.stat_keys), donate=(0, 1, 2))
         except BaseException:
@@ -176,7 +176,7 @@ class Trainer:
     @property
     def whole_update(self) -> bool:
         """Whether an update runs as one compiled program (acting sources on backends that compile loops)."""
-        return getattr(self.collector, "whole_update", False)
+        return self.collector.whole_update
 
     @whole_update.setter
     def whole_update(self, value: bool) -> None:
